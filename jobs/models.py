@@ -1,0 +1,306 @@
+from __future__ import annotations
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.db.models import F, Q
+from django.utils.timezone import now
+
+from accounts.models import Organization, Project
+from accounts.tenancy import TenantQuerySet
+from queues.models import Queue
+from taskforge.lib.ids import uuid7
+
+
+class JobState(models.TextChoices):
+    # Waiting for its parent jobs to succeed.
+    BLOCKED = "blocked"
+    # Waiting for run_at (delayed, or a retry backing off).
+    SCHEDULED = "scheduled"
+    # Ready; the dispatcher hands it to a worker.
+    PENDING = "pending"
+    # Assigned to a worker under a lease.
+    PROCESSING = "processing"
+    # Finished successfully.
+    SUCCEEDED = "succeeded"
+    # Out of attempts, or failed permanently: the dead-letter queue.
+    DEAD = "dead"
+    # Cancelled by a user, or because a parent ended dead or cancelled.
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATES = (JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED)
+
+
+class Batch(models.Model):
+    """Jobs submitted together; progress is counted over its jobs."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE)
+    total = models.PositiveIntegerField(default=0)
+    # An optional job spec enqueued once when every job of the batch has finished.
+    on_complete = models.JSONField(null=True, blank=True)
+    callback_enqueued_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=now)
+
+    objects = TenantQuerySet["Batch"].as_manager()
+
+    class Meta:
+        verbose_name_plural = "batches"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"batch {self.id}"
+
+
+class JobQuerySet(TenantQuerySet["Job"]):
+    def pending(self) -> JobQuerySet:
+        return self.filter(state=JobState.PENDING)
+
+    def processing(self) -> JobQuerySet:
+        return self.filter(state=JobState.PROCESSING)
+
+    def terminal(self) -> JobQuerySet:
+        return self.filter(state__in=TERMINAL_STATES)
+
+    def for_queue(self, queue: Queue) -> JobQuerySet:
+        return self.filter(queue=queue)
+
+
+class Job(models.Model):
+    """One unit of work. Hot columns are changed only by the SQL in jobs/sql/."""
+
+    # UUIDv7: time-ordered, so inserts append to the primary-key index.
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE)
+    queue = models.ForeignKey(Queue, on_delete=models.CASCADE, related_name="jobs")
+    job_type = models.CharField(max_length=200)
+    payload = models.JSONField(default=dict)
+    state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.PENDING)
+    priority = models.PositiveSmallIntegerField(default=5)
+    run_at = models.DateTimeField(default=now)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=5)
+    timeout_seconds = models.PositiveIntegerField(default=300)
+    # NULL, not "", when absent: the unique index covers only jobs that have a key.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    tags = ArrayField(models.CharField(max_length=100), default=list, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    # The worker holding the job; an id, not a foreign key: workers sit above jobs.
+    worker_id = models.UUIDField(null=True, blank=True)
+    # Fencing token, new on every claim; a result carrying an older one is refused.
+    lease_token = models.UUIDField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # When the assigned worker fetched it (null while assigned but not yet delivered).
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    # Parents that have not yet succeeded; the job leaves `blocked` when this reaches 0.
+    pending_parents = models.PositiveIntegerField(default=0)
+    batch = models.ForeignKey(
+        Batch, on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs"
+    )
+    created_at = models.DateTimeField(default=now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(priority__lte=9), name="job_priority_0_9"),
+            models.CheckConstraint(condition=Q(state__in=JobState.values), name="job_state_valid"),
+            models.CheckConstraint(condition=Q(max_attempts__gte=1), name="job_max_attempts_1"),
+            models.CheckConstraint(condition=Q(timeout_seconds__gte=1), name="job_timeout_1"),
+            models.CheckConstraint(
+                condition=~Q(state=JobState.PROCESSING)
+                | (Q(worker_id__isnull=False) & Q(lease_token__isnull=False)),
+                name="job_processing_has_lease",
+            ),
+            models.UniqueConstraint(
+                fields=["project", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="job_idempotency_key_unique",
+            ),
+        ]
+        indexes = [
+            # The claim: exactly the ORDER BY of jobs/sql/claim_jobs.sql, only pending rows, so
+            # its plan does not depend on table statistics and stays small under any backlog.
+            models.Index(
+                fields=["queue", "-priority", "run_at", "id"],
+                name="job_claim_pending",
+                condition=Q(state=JobState.PENDING),
+            ),
+            models.Index(
+                fields=["run_at"], name="job_due_scheduled", condition=Q(state=JobState.SCHEDULED)
+            ),
+            models.Index(
+                fields=["lease_expires_at"],
+                name="job_lease_processing",
+                condition=Q(state=JobState.PROCESSING),
+            ),
+            models.Index(
+                fields=["worker_id"],
+                name="job_worker_processing",
+                condition=Q(state=JobState.PROCESSING),
+            ),
+            models.Index(fields=["state", "run_at", "priority"], name="job_state_run_at_prio"),
+            models.Index(fields=["queue", "state"], name="job_queue_state"),
+            models.Index(fields=["project", "-created_at"], name="job_project_created"),
+            models.Index(fields=["created_at"], name="job_created"),
+            models.Index(fields=["batch", "state"], name="job_batch_state"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_type} {self.id}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+class JobDependency(models.Model):
+    """Edge of a job graph: ``child`` waits for ``parent`` to succeed."""
+
+    id = models.BigAutoField(primary_key=True)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
+    parent = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="child_edges")
+    child = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="parent_edges")
+
+    objects = TenantQuerySet["JobDependency"].as_manager()
+
+    class Meta:
+        verbose_name_plural = "job dependencies"
+        constraints = [
+            models.UniqueConstraint(fields=["parent", "child"], name="jobdependency_unique"),
+            models.CheckConstraint(condition=~Q(parent=F("child")), name="jobdependency_no_self"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.parent_id} → {self.child_id}"
+
+
+class ExecutionStatus(models.TextChoices):
+    # The worker has the job.
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    # The lease ran out before a result came back.
+    TIMED_OUT = "timed_out"
+
+
+class JobExecution(models.Model):
+    """One attempt at a job."""
+
+    id = models.BigAutoField(primary_key=True)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="executions")
+    attempt = models.PositiveIntegerField()
+    worker_id = models.UUIDField(null=True, blank=True)
+    status = models.CharField(
+        max_length=10, choices=ExecutionStatus.choices, default=ExecutionStatus.STARTED
+    )
+    error = models.TextField(blank=True, default="")
+    started_at = models.DateTimeField(default=now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantQuerySet["JobExecution"].as_manager()
+
+    class Meta:
+        ordering = ["job", "attempt"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "attempt"], name="jobexecution_attempt_unique"),
+            models.CheckConstraint(
+                condition=Q(status__in=ExecutionStatus.values), name="jobexecution_status_valid"
+            ),
+        ]
+        indexes = [models.Index(fields=["worker_id", "-started_at"], name="execution_worker")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} attempt {self.attempt}"
+
+
+class LogLevel(models.TextChoices):
+    INFO = "info"
+    WARN = "warn"
+    ERROR = "error"
+
+
+class ExecutionLog(models.Model):
+    """A log line a worker reported for one execution."""
+
+    id = models.BigAutoField(primary_key=True)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="logs")
+    execution = models.ForeignKey(JobExecution, on_delete=models.CASCADE, related_name="logs")
+    level = models.CharField(max_length=5, choices=LogLevel.choices, default=LogLevel.INFO)
+    message = models.TextField()
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=now)
+
+    objects = TenantQuerySet["ExecutionLog"].as_manager()
+
+    class Meta:
+        ordering = ["job", "id"]
+        indexes = [models.Index(fields=["job", "id"], name="executionlog_job")]
+        constraints = [
+            models.CheckConstraint(condition=Q(level__in=LogLevel.values), name="log_level_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"[{self.level}] {self.message[:60]}"
+
+
+class Overlap(models.TextChoices):
+    # Start a new run even if the previous one has not finished.
+    ALLOW = "allow"
+    # Skip a fire time while the previous run is unfinished.
+    SKIP = "skip"
+
+
+class CatchUp(models.TextChoices):
+    # After downtime, skip the missed fire times.
+    NONE = "none"
+    # After downtime, run once for the latest missed fire time.
+    LATEST = "latest"
+    # After downtime, run every missed fire time (bounded).
+    ALL = "all"
+
+
+class Schedule(models.Model):
+    """A cron schedule that enqueues a job at each fire time."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE)
+    queue = models.ForeignKey(Queue, on_delete=models.CASCADE, related_name="schedules")
+    name = models.CharField(max_length=100)
+    cron = models.CharField(max_length=100)
+    timezone = models.CharField(max_length=64, default="UTC")
+    job_type = models.CharField(max_length=200)
+    payload = models.JSONField(default=dict, blank=True)
+    priority = models.PositiveSmallIntegerField(default=5)
+    enabled = models.BooleanField(default=True)
+    overlap = models.CharField(max_length=5, choices=Overlap.choices, default=Overlap.ALLOW)
+    catch_up = models.CharField(max_length=6, choices=CatchUp.choices, default=CatchUp.LATEST)
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_job_id = models.UUIDField(null=True, blank=True)
+    created_at = models.DateTimeField(default=now)
+
+    objects = TenantQuerySet["Schedule"].as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="schedule_name_unique"),
+            models.CheckConstraint(condition=Q(priority__lte=9), name="schedule_priority_0_9"),
+        ]
+        indexes = [
+            models.Index(fields=["next_run_at"], name="schedule_due", condition=Q(enabled=True)),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

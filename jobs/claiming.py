@@ -1,0 +1,261 @@
+"""The engine's hot SQL: the only module that executes the statements in jobs/sql/.
+
+Every function is one set-based statement (a batch of jobs per round trip), runs inside the
+caller's transaction, and uses the database clock for all time arithmetic. Each .sql file
+starts with a comment saying what it does, which index it relies on and why it is safe
+under concurrency.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from typing import Any
+from uuid import UUID
+
+from django.db import connection
+from psycopg import sql
+
+DISPATCH_CHANNEL = "taskforge_jobs"
+
+
+def worker_channel(worker_id: UUID) -> str:
+    """The LISTEN channel on which a worker hears that jobs were assigned to it."""
+    return f"taskforge_worker_{worker_id.hex}"
+
+
+@cache
+def _sql(name: str) -> str:
+    return resources.files("jobs").joinpath("sql", f"{name}.sql").read_text()
+
+
+def _execute(name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    with connection.cursor() as cursor:
+        cursor.execute(_sql(name), params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def _rowcount(name: str, params: dict[str, Any]) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(_sql(name), params)
+        return cursor.rowcount
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewJobRows:
+    """Column arrays for insert_jobs, one element per job (see insert_jobs.sql)."""
+
+    ids: list[UUID]
+    queue_ids: list[UUID]
+    job_types: list[str]
+    payloads: list[str]
+    priorities: list[int]
+    run_ats: list[datetime | None]
+    delays: list[float]
+    max_attempts: list[int]
+    timeouts: list[int]
+    idempotency_keys: list[str | None]
+    tags: list[str]
+    pending_parents: list[int]
+    forced_states: list[str | None]
+    last_errors: list[str]
+
+
+def insert_jobs(
+    *, organization_id: UUID, project_id: UUID, batch_id: UUID | None, rows: NewJobRows
+) -> dict[UUID, str]:
+    """Insert the jobs; return {id: initial state} of the rows actually inserted."""
+    params = {
+        "organization_id": organization_id,
+        "project_id": project_id,
+        "batch_id": batch_id,
+        **{field: getattr(rows, field) for field in NewJobRows.__dataclass_fields__},
+    }
+    return {job_id: state for job_id, state in _execute("insert_jobs", params)}
+
+
+def lock_parents(project_id: UUID, job_ids: Sequence[UUID]) -> dict[UUID, str]:
+    """Lock the project's jobs among ``job_ids`` FOR SHARE; return {id: state}."""
+    rows = _execute("lock_parents", {"project_id": project_id, "ids": list(job_ids)})
+    return {job_id: state for job_id, state in rows}
+
+
+def pending_available(queue_ids: Sequence[UUID], *, cap: int) -> dict[UUID, int]:
+    """Pending jobs per queue, each count stopping at ``cap``."""
+    rows = _execute("pending_available", {"queue_ids": list(queue_ids), "cap": cap})
+    return {queue_id: int(count) for queue_id, count in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """Room for one job: the ``number``-th job claimed from a queue goes to ``worker_id``."""
+
+    worker_id: UUID
+    queue_id: UUID
+    number: int
+
+
+def claim_jobs(slots: Sequence[Slot], *, lease_seconds: int) -> list[tuple[UUID, UUID]]:
+    """Claim jobs into the slots; return (job id, worker id) for each job claimed."""
+    if not slots:
+        return []
+    params = {
+        "worker_ids": [s.worker_id for s in slots],
+        "queue_ids": [s.queue_id for s in slots],
+        "slots": [s.number for s in slots],
+        "lease_seconds": lease_seconds,
+    }
+    return [(job_id, worker_id) for job_id, worker_id in _execute("claim_jobs", params)]
+
+
+def promote_due(*, limit: int) -> int:
+    """Move due scheduled jobs to pending; return how many moved."""
+    return _rowcount("promote_due", {"limit": limit})
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Where a job went after a result: its new state, and run_at for a scheduled retry."""
+
+    job_id: UUID
+    state: str
+    run_at: datetime | None
+    batch_id: UUID | None
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    succeeded: list[Outcome]
+    released: list[UUID]
+
+
+def complete_jobs(project_id: UUID | None, items: Sequence[tuple[UUID, UUID, Any]]) -> Completion:
+    """Complete (job id, lease token, result) items; stale tokens are left out of the result."""
+    params = {
+        "project_id": project_id,
+        "ids": [item[0] for item in items],
+        "lease_tokens": [item[1] for item in items],
+        "results": [json.dumps(item[2]) for item in items],
+    }
+    succeeded: list[Outcome] = []
+    released: list[UUID] = []
+    for kind, job_id, batch_id in _execute("complete_jobs", params):
+        if kind == "done":
+            succeeded.append(Outcome(job_id, "succeeded", None, batch_id))
+        else:
+            released.append(job_id)
+    return Completion(succeeded=succeeded, released=released)
+
+
+def fail_jobs(
+    project_id: UUID | None,
+    items: Sequence[tuple[UUID, UUID, str, bool]],
+    *,
+    execution_status: str = "failed",
+) -> list[Outcome]:
+    """Fail (job id, lease token, error, retryable) items; stale tokens are left out."""
+    params = {
+        "project_id": project_id,
+        "ids": [item[0] for item in items],
+        "lease_tokens": [item[1] for item in items],
+        "errors": [item[2] for item in items],
+        "retryable": [item[3] for item in items],
+        "execution_status": execution_status,
+    }
+    return [Outcome(*row) for row in _execute("fail_jobs", params)]
+
+
+def expired_leases(*, limit: int) -> list[tuple[UUID, UUID]]:
+    """Lock processing jobs whose lease ran out; return (job id, lease token)."""
+    return [(job_id, token) for job_id, token in _execute("expired_leases", {"limit": limit})]
+
+
+def cancel_descendants(roots: Sequence[tuple[UUID, str]]) -> list[tuple[UUID, UUID | None]]:
+    """Cancel the blocked descendants of (job id, reason) roots; return (id, batch id)."""
+    if not roots:
+        return []
+    params = {"ids": [r[0] for r in roots], "reasons": [r[1] for r in roots]}
+    return [(job_id, batch_id) for job_id, batch_id in _execute("cancel_descendants", params)]
+
+
+@dataclass(frozen=True, slots=True)
+class AssignedJob:
+    """A job as delivered to its worker."""
+
+    id: UUID
+    job_type: str
+    payload: Any
+    attempt: int
+    lease_token: UUID
+    lease_expires_at: datetime
+    timeout_seconds: int
+
+
+def fetch_assigned(worker_id: UUID, *, limit: int) -> list[AssignedJob]:
+    """Deliver up to ``limit`` jobs assigned to the worker and not fetched yet."""
+    rows = _execute("fetch_assigned", {"worker_id": worker_id, "limit": limit})
+    return [
+        AssignedJob(
+            id=row[0],
+            job_type=row[1],
+            # Django registers a text loader for jsonb; decode here, once.
+            payload=json.loads(row[2]) if isinstance(row[2], str) else row[2],
+            attempt=row[3],
+            lease_token=row[4],
+            lease_expires_at=row[5],
+            timeout_seconds=row[6],
+        )
+        for row in rows
+    ]
+
+
+def extend_leases(worker_id: UUID, job_ids: Sequence[UUID], *, lease_seconds: int) -> int:
+    params = {"worker_id": worker_id, "ids": list(job_ids), "lease_seconds": lease_seconds}
+    return _rowcount("extend_leases", params)
+
+
+def expire_worker_leases(worker_ids: Sequence[UUID]) -> int:
+    if not worker_ids:
+        return 0
+    return _rowcount("expire_worker_leases", {"worker_ids": list(worker_ids)})
+
+
+def notify(channels: Sequence[str]) -> None:
+    """NOTIFY each channel once, at commit of the current transaction."""
+    if channels:
+        _execute("notify", {"channels": sorted(set(channels))})
+
+
+# Advisory lock key for the maintenance step ("TFMAINT" as an integer).
+_MAINTENANCE_LOCK = 0x54464D41494E54
+
+
+def maintain_tables(tables: Sequence[str]) -> list[str]:
+    """ANALYZE or VACUUM (ANALYZE) the tables that churned enough; return what was done.
+
+    Thresholds follow autovacuum's defaults (50 rows + 10 % for analyze, 50 rows + 20 % for
+    vacuum). Runs in autocommit, outside any transaction, in one dispatcher at a time.
+    """
+    if connection.in_atomic_block:
+        raise RuntimeError("maintain_tables must run outside a transaction (VACUUM)")
+    done: list[str] = []
+    if not _execute("try_lock", {"key": _MAINTENANCE_LOCK})[0][0]:
+        return done
+    try:
+        for name, live, dead, modified in _execute("table_stats", {"tables": list(tables)}):
+            if dead > 50 + 0.2 * live:
+                command = "VACUUM (ANALYZE)"
+            elif modified > 50 + 0.1 * live:
+                command = "ANALYZE"
+            else:
+                continue
+            with connection.cursor() as cursor:
+                cursor.execute(sql.SQL(command + " {}").format(sql.Identifier(name)).as_string())
+            done.append(f"{command} {name}")
+    finally:
+        _execute("unlock", {"key": _MAINTENANCE_LOCK})
+    return done

@@ -1,0 +1,511 @@
+"""Job lifecycle services: submit, complete, fail, cancel, retry, purge.
+
+Each public service is one durable transaction (STYLE.md §3.3); the hot statements they run
+live in jobs/sql/ and are executed by jobs/claiming.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models.functions import Now
+
+from accounts.audit import SYSTEM, Actor, record_audit
+from accounts.models import Project
+from jobs import claiming
+from jobs.exceptions import (
+    IdempotencyRace,
+    JobNotCancellable,
+    JobNotFound,
+    JobNotRetryable,
+    StaleLease,
+)
+from jobs.models import (
+    Batch,
+    ExecutionLog,
+    ExecutionStatus,
+    Job,
+    JobDependency,
+    JobExecution,
+    JobState,
+    LogLevel,
+)
+from jobs.submission import (
+    JobSpec,
+    check_refs,
+    encode_payload,
+    topological_order,
+    validate_spec,
+)
+from queues.models import Queue
+from taskforge import conf
+from taskforge.lib.errors import ValidationFailed
+from taskforge.lib.ids import uuid7
+
+# A losing idempotency race is retried this many times (each retry finds the winner's job).
+_IDEMPOTENCY_RETRIES = 3
+_FAILED_STATES = (JobState.DEAD, JobState.CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """The jobs of a submission in input order; ``created[i]`` is False for a repeat."""
+
+    jobs: list[Job]
+    created: list[bool]
+    batch_id: UUID | None
+
+
+def get_job(project: Project, job_id: UUID | str) -> Job:
+    """The project's job with this id; a missing and a foreign job both raise JobNotFound."""
+    try:
+        return Job.objects.for_project(project).get(pk=job_id)
+    except (Job.DoesNotExist, ValueError, ValidationError):
+        raise JobNotFound(f"job {job_id} not found") from None
+
+
+def submit_job(project: Project, spec: JobSpec) -> tuple[Job, bool]:
+    """Submit one job; return it and whether it was created (False: idempotent repeat)."""
+    submitted = _submit_with_retry(project, [spec], as_batch=False)
+    return submitted.jobs[0], submitted.created[0]
+
+
+def submit_jobs(project: Project, specs: Sequence[JobSpec]) -> Submitted:
+    """Submit a batch, all or nothing; jobs may depend on each other through ``ref``."""
+    if not specs:
+        raise ValidationFailed("jobs: at least one job is required", details={"field": "jobs"})
+    if len(specs) > conf.max_batch_jobs():
+        raise ValidationFailed(
+            f"jobs: at most {conf.max_batch_jobs()} jobs per batch, got {len(specs)}",
+            details={"field": "jobs", "limit": conf.max_batch_jobs()},
+        )
+    return _submit_with_retry(project, specs, as_batch=True)
+
+
+def _submit_with_retry(project: Project, specs: Sequence[JobSpec], *, as_batch: bool) -> Submitted:
+    payloads = [validate_spec(None if not as_batch else i, s) for i, s in enumerate(specs)]
+    by_ref = check_refs(specs)
+    for attempt in range(_IDEMPOTENCY_RETRIES + 1):
+        try:
+            with transaction.atomic(durable=True):
+                return _submit(project, specs, payloads, by_ref, as_batch=as_batch)
+        except IdempotencyRace:
+            if attempt == _IDEMPOTENCY_RETRIES:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _submit(
+    project: Project,
+    specs: Sequence[JobSpec],
+    payloads: list[str],
+    by_ref: dict[str, int],
+    *,
+    as_batch: bool,
+) -> Submitted:
+    queues = _resolve_queues(project, specs, as_batch=as_batch)
+    existing = _existing_by_key(project, specs)
+    parent_states = _lock_parents(project, specs, as_batch=as_batch)
+    batch = None
+    if as_batch:
+        batch = Batch.objects.create(
+            organization_id=project.organization_id, project=project, total=len(specs)
+        )
+    repeats = {i for i, s in enumerate(specs) if s.idempotency_key in existing}
+    ids = [
+        existing[s.idempotency_key][0] if i in repeats and s.idempotency_key else uuid7()
+        for i, s in enumerate(specs)
+    ]
+    rows = _plan_rows(specs, payloads, queues, parent_states, existing, by_ref, ids, repeats)
+    inserted = claiming.insert_jobs(
+        organization_id=project.organization_id,
+        project_id=project.pk,
+        batch_id=batch.pk if batch else None,
+        rows=rows,
+    )
+    if len(inserted) != len(rows.ids):
+        raise IdempotencyRace()
+    _insert_edges(project, specs, ids, by_ref, repeats)
+    if JobState.PENDING in inserted.values():
+        claiming.notify([claiming.DISPATCH_CHANNEL])
+    jobs_by_id = Job.objects.for_project(project).in_bulk(ids)
+    created = [i not in repeats for i in range(len(specs))]
+    return Submitted([jobs_by_id[job_id] for job_id in ids], created, batch.pk if batch else None)
+
+
+def _where(as_batch: bool, index: int, name: str) -> tuple[str, dict[str, Any]]:
+    prefix = f"jobs[{index}]." if as_batch else ""
+    details: dict[str, Any] = {"field": name, **({"index": index} if as_batch else {})}
+    return prefix + name, details
+
+
+def _resolve_queues(
+    project: Project, specs: Sequence[JobSpec], *, as_batch: bool
+) -> dict[str, Queue]:
+    names = {s.queue for s in specs}
+    queues = {q.name: q for q in Queue.objects.for_project(project).filter(name__in=names)}
+    for index, spec in enumerate(specs):
+        if spec.queue not in queues:
+            where, details = _where(as_batch, index, "queue")
+            raise ValidationFailed(f"{where}: no queue named {spec.queue!r}", details=details)
+    return queues
+
+
+def _existing_by_key(project: Project, specs: Sequence[JobSpec]) -> dict[str, tuple[UUID, str]]:
+    """Jobs already submitted with the specs' idempotency keys: {key: (id, state)}."""
+    keys = [s.idempotency_key for s in specs if s.idempotency_key is not None]
+    if len(keys) != len(set(keys)):
+        raise ValidationFailed(
+            "jobs: the same idempotency_key appears twice in one batch",
+            details={"field": "idempotency_key"},
+        )
+    if not keys:
+        return {}
+    rows = Job.objects.for_project(project).filter(idempotency_key__in=keys)
+    found = rows.values_list("idempotency_key", "pk", "state")
+    return {key: (pk, state) for key, pk, state in found if key is not None}
+
+
+def _lock_parents(project: Project, specs: Sequence[JobSpec], *, as_batch: bool) -> dict[UUID, str]:
+    """Lock the parents named by id and return their states.
+
+    FOR SHARE blocks a parent's completion until this submission commits: otherwise a parent
+    finishing in between would not see the new edge, and the child would wait forever.
+    """
+    wanted = {parent for s in specs for parent in s.depends_on}
+    if not wanted:
+        return {}
+    found = claiming.lock_parents(project.pk, sorted(wanted))
+    for index, spec in enumerate(specs):
+        for parent in spec.depends_on:
+            if parent not in found:
+                where, details = _where(as_batch, index, "depends_on")
+                raise ValidationFailed(f"{where}: no job {parent} in this project", details=details)
+    return found
+
+
+def _plan_rows(
+    specs: Sequence[JobSpec],
+    payloads: list[str],
+    queues: dict[str, Queue],
+    parent_states: dict[UUID, str],
+    existing: dict[str, tuple[UUID, str]],
+    by_ref: dict[str, int],
+    ids: list[UUID],
+    repeats: set[int],
+) -> claiming.NewJobRows:
+    """Column arrays for the new jobs, deciding each one's parents count and forced state.
+
+    A job whose parent already ended dead or cancelled is created cancelled with the reason;
+    in topological order, so its own in-batch children inherit that.
+    """
+    state_of: dict[int, str] = {}
+    for i in repeats:
+        key = specs[i].idempotency_key
+        state_of[i] = existing[key][1] if key else JobState.PENDING
+    rows = claiming.NewJobRows(
+        ids=[],
+        queue_ids=[],
+        job_types=[],
+        payloads=[],
+        priorities=[],
+        run_ats=[],
+        delays=[],
+        max_attempts=[],
+        timeouts=[],
+        idempotency_keys=[],
+        tags=[],
+        pending_parents=[],
+        forced_states=[],
+        last_errors=[],
+    )
+    for i in topological_order(specs, by_ref):
+        if i in repeats:
+            continue
+        spec, queue = specs[i], queues[specs[i].queue]
+        states = [parent_states[p] for p in spec.depends_on]
+        states += [state_of[by_ref[ref]] for ref in spec.depends_on_refs]
+        failed = next((s for s in states if s in _FAILED_STATES), None)
+        state_of[i] = JobState.CANCELLED if failed else JobState.BLOCKED
+        rows.ids.append(ids[i])
+        rows.queue_ids.append(queue.pk)
+        rows.job_types.append(spec.job_type)
+        rows.payloads.append(payloads[i])
+        rows.priorities.append(spec.priority)
+        rows.run_ats.append(spec.run_at)
+        rows.delays.append(float(spec.delay_seconds or 0))
+        rows.max_attempts.append(spec.max_attempts or queue.max_attempts)
+        rows.timeouts.append(spec.timeout_seconds or queue.timeout_seconds)
+        rows.idempotency_keys.append(spec.idempotency_key)
+        rows.tags.append(json.dumps(list(spec.tags)))
+        rows.pending_parents.append(sum(1 for s in states if s != JobState.SUCCEEDED))
+        rows.forced_states.append(JobState.CANCELLED if failed else None)
+        rows.last_errors.append(f"cancelled: a parent job ended {failed}" if failed else "")
+    return rows
+
+
+def _insert_edges(
+    project: Project,
+    specs: Sequence[JobSpec],
+    ids: list[UUID],
+    by_ref: dict[str, int],
+    repeats: set[int],
+) -> None:
+    edges = [
+        JobDependency(organization_id=project.organization_id, parent_id=parent, child_id=ids[i])
+        for i, spec in enumerate(specs)
+        if i not in repeats
+        for parent in [*spec.depends_on, *(ids[by_ref[ref]] for ref in spec.depends_on_refs)]
+    ]
+    if edges:
+        JobDependency.objects.bulk_create(edges, ignore_conflicts=True)
+
+
+# --- Results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResultItem:
+    """One worker-reported result (the batched ``results`` endpoint sends many)."""
+
+    job_id: UUID
+    lease_token: UUID
+    succeeded: bool
+    result: Any = None
+    error: str = ""
+    retryable: bool = True
+
+
+def complete_job(project: Project, job_id: UUID, *, lease_token: UUID, result: Any = None) -> Job:
+    """Mark a job succeeded and release its children; StaleLease if the token is not current."""
+    outcomes = report_results(project, [ResultItem(job_id, lease_token, True, result=result)])
+    if outcomes[job_id] is None:
+        raise StaleLease(_stale_message(job_id), details={"job_id": str(job_id)})
+    return get_job(project, job_id)
+
+
+def fail_job(
+    project: Project, job_id: UUID, *, lease_token: UUID, error: str, retryable: bool = True
+) -> Job:
+    """Record a failed attempt: retry after backoff, or dead when exhausted or not retryable."""
+    item = ResultItem(job_id, lease_token, False, error=error, retryable=retryable)
+    if report_results(project, [item])[job_id] is None:
+        raise StaleLease(_stale_message(job_id), details={"job_id": str(job_id)})
+    return get_job(project, job_id)
+
+
+def _stale_message(job_id: UUID) -> str:
+    return (
+        f"job {job_id} is not processing under this lease token "
+        "(it expired and was re-assigned, was cancelled, or already has a result)"
+    )
+
+
+def report_results(
+    project: Project | None, items: Sequence[ResultItem]
+) -> dict[UUID, claiming.Outcome | None]:
+    """Apply many results in one transaction; return each job's outcome (None = stale lease).
+
+    ``project`` None is for the engine's own callers (benchmarks); the API always scopes.
+    """
+    for item in items:
+        if item.succeeded:
+            encode_payload(None, item.result, name="result")
+        elif "\x00" in item.error:
+            raise ValidationFailed(
+                "error: must not contain NUL characters", details={"field": "error"}
+            )
+    project_id = project.pk if project else None
+    with transaction.atomic(durable=True):
+        outcomes: dict[UUID, claiming.Outcome | None] = {item.job_id: None for item in items}
+        done = [(i.job_id, i.lease_token, i.result) for i in items if i.succeeded]
+        failed = [
+            (i.job_id, i.lease_token, i.error[:10_000], i.retryable)
+            for i in items
+            if not i.succeeded
+        ]
+        released: list[UUID] = []
+        if done:
+            completion = claiming.complete_jobs(project_id, done)
+            released = completion.released
+            outcomes.update((o.job_id, o) for o in completion.succeeded)
+        if failed:
+            outcomes.update((o.job_id, o) for o in claiming.fail_jobs(project_id, failed))
+        _cascade_failures([o for o in outcomes.values() if o is not None])
+        # Freed slots and released children are new work for the dispatchers.
+        if any(o is not None for o in outcomes.values()) or released:
+            claiming.notify([claiming.DISPATCH_CHANNEL])
+    return outcomes
+
+
+def _cascade_failures(outcomes: Sequence[claiming.Outcome]) -> None:
+    roots = [
+        (o.job_id, f"cancelled: ancestor job {o.job_id} ended {o.state}")
+        for o in outcomes
+        if o.state in _FAILED_STATES
+    ]
+    claiming.cancel_descendants(roots)
+
+
+def expire_leases(*, limit: int) -> int:
+    """Fail jobs whose lease ran out as timed-out attempts (retry or dead); return the count."""
+    with transaction.atomic(durable=True):
+        expired = claiming.expired_leases(limit=limit)
+        if not expired:
+            return 0
+        items = [
+            (job_id, token, "lease expired: the worker stopped heartbeating", True)
+            for job_id, token in expired
+        ]
+        outcomes = claiming.fail_jobs(None, items, execution_status=ExecutionStatus.TIMED_OUT)
+        _cascade_failures(outcomes)
+        return len(expired)
+
+
+def append_logs(
+    project: Project, job_id: UUID, *, lease_token: UUID, entries: Sequence[dict[str, Any]]
+) -> int:
+    """Store log lines for the job's current execution; StaleLease if the token is not current."""
+    rows = []
+    for index, entry in enumerate(entries):
+        level, message = entry.get("level", LogLevel.INFO), entry.get("message")
+        if level not in LogLevel.values:
+            raise ValidationFailed(
+                f"entries[{index}].level: must be one of {LogLevel.values}",
+                details={"field": "level", "index": index},
+            )
+        if not isinstance(message, str) or "\x00" in message:
+            raise ValidationFailed(
+                f"entries[{index}].message: must be a string without NUL",
+                details={"field": "message", "index": index},
+            )
+        metadata = entry.get("metadata") or {}
+        encode_payload(index, metadata, name="metadata")
+        rows.append((level, message[:10_000], metadata))
+    with transaction.atomic(durable=True):
+        execution = (
+            JobExecution.objects.for_project(project)
+            .filter(job_id=job_id, lease_token=lease_token, job__state=JobState.PROCESSING)
+            .first()
+        )
+        if execution is None:
+            raise StaleLease(_stale_message(job_id), details={"job_id": str(job_id)})
+        ExecutionLog.objects.bulk_create(
+            ExecutionLog(
+                organization_id=project.organization_id,
+                job_id=job_id,
+                execution=execution,
+                level=level,
+                message=message,
+                metadata=metadata,
+            )
+            for level, message, metadata in rows
+        )
+    return len(rows)
+
+
+# --- Operator actions --------------------------------------------------------------------------
+
+
+def cancel_job(
+    project: Project, job_id: UUID, *, actor: Actor = SYSTEM, reason: str = "cancelled by user"
+) -> Job:
+    """Cancel a job that has not finished; a running attempt's result will be refused (409)."""
+    with transaction.atomic(durable=True):
+        job = _locked_job(project, job_id)
+        if job.is_terminal:
+            raise JobNotCancellable(f"job {job_id} already ended {job.state}")
+        if job.state == JobState.PROCESSING:
+            JobExecution.objects.for_project(project).filter(
+                job=job, lease_token=job.lease_token
+            ).update(status=ExecutionStatus.FAILED, error=reason, finished_at=Now())
+        Job.objects.for_project(project).filter(pk=job.pk).update(
+            state=JobState.CANCELLED,
+            last_error=reason,
+            finished_at=Now(),
+            lease_token=None,
+            lease_expires_at=None,
+        )
+        claiming.cancel_descendants([(job.pk, f"cancelled: ancestor job {job.pk} was cancelled")])
+        record_audit(
+            project.organization_id,
+            "job.cancelled",
+            actor=actor,
+            project=project,
+            target_type="job",
+            target_id=job.pk,
+        )
+    return get_job(project, job_id)
+
+
+def retry_job(project: Project, job_id: UUID, *, actor: Actor = SYSTEM) -> Job:
+    """Run a dead or cancelled job again from attempt 1 (blocked while parents are unfinished)."""
+    with transaction.atomic(durable=True):
+        job = _locked_job(project, job_id)
+        if job.state not in _FAILED_STATES:
+            raise JobNotRetryable(
+                f"job {job_id} is {job.state}; only dead or cancelled jobs can be retried"
+            )
+        waiting = (
+            JobDependency.objects.for_org(project.organization)
+            .filter(child=job)
+            .exclude(parent__state=JobState.SUCCEEDED)
+            .count()
+        )
+        state = JobState.BLOCKED if waiting else JobState.PENDING
+        Job.objects.for_project(project).filter(pk=job.pk).update(
+            state=state,
+            pending_parents=waiting,
+            attempts=0,
+            run_at=Now(),
+            finished_at=None,
+            worker_id=None,
+            lease_token=None,
+            lease_expires_at=None,
+            delivered_at=None,
+        )
+        if state == JobState.PENDING:
+            claiming.notify([claiming.DISPATCH_CHANNEL])
+        record_audit(
+            project.organization_id,
+            "job.retried",
+            actor=actor,
+            project=project,
+            target_type="job",
+            target_id=job.pk,
+        )
+    return get_job(project, job_id)
+
+
+def _locked_job(project: Project, job_id: UUID) -> Job:
+    try:
+        return Job.objects.for_project(project).select_for_update().get(pk=job_id)
+    except (Job.DoesNotExist, ValueError, ValidationError):
+        raise JobNotFound(f"job {job_id} not found") from None
+
+
+def purge_queue(queue: Queue, *, actor: Actor = SYSTEM) -> int:
+    """Delete the queue's pending and scheduled jobs; their waiting descendants are cancelled."""
+    with transaction.atomic(durable=True):
+        doomed = Job.objects.for_project(queue.project).filter(
+            queue=queue, state__in=(JobState.PENDING, JobState.SCHEDULED)
+        )
+        ids = list(doomed.select_for_update(skip_locked=True).values_list("pk", flat=True))
+        claiming.cancel_descendants([(pk, f"cancelled: parent job {pk} was purged") for pk in ids])
+        Job.objects.for_project(queue.project).filter(pk__in=ids).delete()
+        record_audit(
+            queue.organization_id,
+            "queue.purged",
+            actor=actor,
+            project=queue.project,
+            target_type="queue",
+            target_id=queue.name,
+            metadata={"deleted": len(ids)},
+        )
+    return len(ids)

@@ -1,0 +1,62 @@
+-- Assign pending jobs to workers: one statement for every (worker, queue, slot) of a tick.
+--
+-- Input: parallel arrays of slots. Slot numbers count 1..n per queue across all workers, so
+-- each queue is read once with LIMIT n (its total demand) and its k-th job goes to the worker
+-- holding slot k. Locking the same queue twice in one statement would return the same rows
+-- twice: SKIP LOCKED does not skip rows locked by one's own transaction.
+--
+-- Index: job_claim_pending (queue_id, priority DESC, run_at, id) WHERE state = 'pending' is
+-- exactly this ORDER BY, so the plan is an index scan stopped by LIMIT whatever the backlog
+-- size or table statistics.
+-- Concurrency: FOR UPDATE SKIP LOCKED lets any number of dispatchers claim at once without
+-- handing out a job twice. MATERIALIZED keeps the locking subquery an optimisation fence:
+-- without it the planner may re-run it per joined row and lock more than LIMIT rows.
+-- Each claim issues a fresh lease_token (the fencing token) and records the attempt as a
+-- JobExecution row in the same statement.
+WITH slots AS (
+    SELECT *
+    FROM unnest(%(worker_ids)s::uuid[], %(queue_ids)s::uuid[], %(slots)s::int[])
+        AS s(worker_id, queue_id, slot)
+),
+demand AS (
+    SELECT queue_id, count(*) AS n FROM slots GROUP BY queue_id
+),
+locked AS MATERIALIZED (
+    SELECT
+        j.id, j.queue_id,
+        row_number() OVER (PARTITION BY j.queue_id ORDER BY j.priority DESC, j.run_at, j.id)
+            AS slot
+    FROM demand d
+    CROSS JOIN LATERAL (
+        SELECT id, queue_id, priority, run_at
+        FROM jobs_job
+        WHERE state = 'pending' AND queue_id = d.queue_id
+        ORDER BY priority DESC, run_at, id
+        LIMIT d.n
+        FOR UPDATE SKIP LOCKED
+    ) AS j
+),
+claimed AS (
+    UPDATE jobs_job AS job
+    SET state = 'processing',
+        worker_id = s.worker_id,
+        lease_token = gen_random_uuid(),
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        delivered_at = NULL,
+        attempts = job.attempts + 1,
+        started_at = now()
+    FROM locked AS l
+    JOIN slots AS s ON s.queue_id = l.queue_id AND s.slot = l.slot
+    WHERE job.id = l.id
+    RETURNING job.id, job.organization_id, job.project_id, job.worker_id, job.attempts,
+        job.lease_token
+),
+executions AS (
+    INSERT INTO jobs_jobexecution (
+        organization_id, project_id, job_id, attempt, lease_token, worker_id, status, error,
+        started_at
+    )
+    SELECT organization_id, project_id, id, attempts, lease_token, worker_id, 'started', '', now()
+    FROM claimed
+)
+SELECT id, worker_id FROM claimed

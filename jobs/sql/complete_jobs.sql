@@ -1,0 +1,54 @@
+-- Complete many jobs in one statement: mark them succeeded, close their executions, and
+-- release children whose every parent has now succeeded.
+-- Fencing: a row is completed only while it is processing under the same lease_token; a
+-- stale or unknown token matches nothing and the caller reports a conflict for that id.
+-- Tenancy: %(project_id)s (nullable only for the engine's own callers) scopes every row.
+-- Concurrency: two parents of one child completing at once both decrement pending_parents;
+-- the second UPDATE waits for the first's row lock and then re-reads the row, so the count
+-- reaches zero exactly once and the child is released exactly once.
+-- Index: primary key for jobs; jobs_jobexecution_job_id; jobdependency_unique (parent_id, …).
+WITH input AS (
+    SELECT *
+    FROM unnest(%(ids)s::uuid[], %(lease_tokens)s::uuid[], %(results)s::text[])
+        AS i(id, lease_token, result)
+),
+done AS (
+    UPDATE jobs_job AS job
+    SET state = 'succeeded',
+        result = i.result::jsonb,
+        finished_at = now(),
+        lease_token = NULL,
+        lease_expires_at = NULL
+    FROM input AS i
+    WHERE job.id = i.id
+        AND job.lease_token = i.lease_token
+        AND job.state = 'processing'
+        AND (%(project_id)s::uuid IS NULL OR job.project_id = %(project_id)s::uuid)
+    RETURNING job.id, i.lease_token, job.batch_id
+),
+closed AS (
+    UPDATE jobs_jobexecution AS e
+    SET status = 'succeeded', finished_at = now()
+    FROM done
+    WHERE e.job_id = done.id AND e.lease_token = done.lease_token
+),
+released AS (
+    UPDATE jobs_job AS child
+    SET pending_parents = child.pending_parents - edges.n,
+        state = CASE
+            WHEN child.pending_parents - edges.n > 0 THEN child.state
+            WHEN child.run_at > now() THEN 'scheduled'
+            ELSE 'pending'
+        END
+    FROM (
+        SELECT d.child_id, count(*) AS n
+        FROM jobs_jobdependency AS d
+        JOIN done ON d.parent_id = done.id
+        GROUP BY d.child_id
+    ) AS edges
+    WHERE child.id = edges.child_id AND child.state = 'blocked'
+    RETURNING child.id, child.state
+)
+SELECT 'done' AS kind, id, batch_id FROM done
+UNION ALL
+SELECT 'released', id, NULL FROM released WHERE state = 'pending'

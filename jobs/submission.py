@@ -1,0 +1,185 @@
+"""Validation and planning of job submissions, before anything touches the database.
+
+Split from services.py so the rules (field limits, refs, cycles) read in one place and can be
+tested without a transaction. Every error names the job's index and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from jobs.exceptions import DependencyCycle
+from taskforge import conf
+from taskforge.lib.errors import PayloadTooLarge, ValidationFailed
+
+MAX_TAGS = 20
+MAX_DELAY_SECONDS = 366 * 24 * 3600
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSpec:
+    """What a client asks for: one job. ``ref``/``depends_on_refs`` link jobs of one batch."""
+
+    queue: str
+    job_type: str
+    payload: Any = field(default_factory=dict)
+    priority: int = 5
+    run_at: datetime | None = None
+    delay_seconds: float | None = None
+    idempotency_key: str | None = None
+    depends_on: Sequence[UUID] = ()
+    max_attempts: int | None = None
+    timeout_seconds: int | None = None
+    tags: Sequence[str] = ()
+    ref: str | None = None
+    depends_on_refs: Sequence[str] = ()
+
+
+def _fail(index: int | None, field_name: str, message: str) -> ValidationFailed:
+    where = field_name if index is None else f"jobs[{index}].{field_name}"
+    details: dict[str, Any] = {"field": field_name}
+    if index is not None:
+        details["index"] = index
+    return ValidationFailed(f"{where}: {message}", details=details)
+
+
+def _check_text(index: int | None, name: str, value: object, *, max_length: int) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(index, name, "must be a non-empty string")
+    if len(value) > max_length:
+        raise _fail(index, name, f"must be at most {max_length} characters")
+    if "\x00" in value:
+        raise _fail(index, name, "must not contain NUL characters")
+
+
+def _check_int(index: int | None, name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _fail(index, name, f"must be an integer from {low} to {high}")
+
+
+def encode_payload(index: int | None, payload: Any, *, name: str = "payload") -> str:
+    """Serialise a payload or result to JSON text, enforcing the size cap and PostgreSQL's rules."""
+    try:
+        text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise _fail(index, name, f"must be JSON-serialisable ({exc})") from None
+    limit = conf.max_payload_bytes()
+    # Each character is at most 4 bytes of UTF-8: skip the encode for the common small payload.
+    if len(text) * 4 > limit and (size := len(text.encode())) > limit:
+        where = name if index is None else f"jobs[{index}].{name}"
+        details: dict[str, Any] = {"field": name, "limit_bytes": limit, "size_bytes": size}
+        if index is not None:
+            details["index"] = index
+        raise PayloadTooLarge(f"{where} is {size} bytes; the limit is {limit}", details=details)
+    # jsonb cannot store the NUL character, even escaped.
+    if "\\u0000" in text:
+        raise _fail(index, name, "must not contain NUL characters (\\u0000)")
+    return text
+
+
+def validate_spec(index: int | None, spec: JobSpec) -> str:
+    """Check one spec's own fields; return its payload as JSON text."""
+    _check_text(index, "queue", spec.queue, max_length=100)
+    _check_text(index, "job_type", spec.job_type, max_length=200)
+    _check_int(index, "priority", spec.priority, 0, 9)
+    if spec.max_attempts is not None:
+        _check_int(index, "max_attempts", spec.max_attempts, 1, 1000)
+    if spec.timeout_seconds is not None:
+        _check_int(index, "timeout_seconds", spec.timeout_seconds, 1, 7 * 24 * 3600)
+    if spec.run_at is not None and spec.delay_seconds is not None:
+        raise _fail(index, "run_at", "give run_at or delay_seconds, not both")
+    if spec.run_at is not None and spec.run_at.tzinfo is None:
+        raise _fail(index, "run_at", "must include a timezone (ISO-8601 with Z or an offset)")
+    if spec.delay_seconds is not None:
+        delay = spec.delay_seconds
+        if (
+            isinstance(delay, bool)
+            or not isinstance(delay, int | float)
+            or not math.isfinite(delay)
+        ):
+            raise _fail(index, "delay_seconds", "must be a number")
+        if not 0 <= delay <= MAX_DELAY_SECONDS:
+            raise _fail(index, "delay_seconds", f"must be from 0 to {MAX_DELAY_SECONDS}")
+    if spec.idempotency_key is not None:
+        _check_text(index, "idempotency_key", spec.idempotency_key, max_length=255)
+    if len(spec.tags) > MAX_TAGS:
+        raise _fail(index, "tags", f"at most {MAX_TAGS} tags")
+    for tag in spec.tags:
+        _check_text(index, "tags", tag, max_length=100)
+    if spec.ref is not None:
+        _check_text(index, "ref", spec.ref, max_length=100)
+    return encode_payload(index, spec.payload)
+
+
+def check_refs(specs: Sequence[JobSpec]) -> dict[str, int]:
+    """Check refs are unique and known and form no cycle; return {ref: index}."""
+    by_ref: dict[str, int] = {}
+    for index, spec in enumerate(specs):
+        if spec.ref is not None:
+            if spec.ref in by_ref:
+                raise _fail(
+                    index, "ref", f"duplicate ref {spec.ref!r} (also jobs[{by_ref[spec.ref]}])"
+                )
+            by_ref[spec.ref] = index
+    for index, spec in enumerate(specs):
+        for ref in spec.depends_on_refs:
+            if ref not in by_ref:
+                raise _fail(index, "depends_on_refs", f"unknown ref {ref!r}")
+            if ref == spec.ref:
+                raise _fail(index, "depends_on_refs", "a job cannot depend on itself")
+    cycle = find_cycle({s.ref: list(s.depends_on_refs) for s in specs if s.ref is not None})
+    if cycle:
+        path = " -> ".join(cycle)
+        raise DependencyCycle(
+            f"dependency cycle: {path}",
+            details={"field": "depends_on_refs", "cycle": cycle, "index": by_ref[cycle[0]]},
+        )
+    return by_ref
+
+
+def find_cycle(parents: dict[str, list[str]]) -> list[str] | None:
+    """Return one cycle as a path that starts and ends at the same node, or None."""
+    visiting, done = set(), set()
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        visiting.add(node)
+        stack.append(node)
+        for parent in parents.get(node, []):
+            if parent in visiting:
+                return [*stack[stack.index(parent) :], parent]
+            if parent not in done and (found := visit(parent)):
+                return found
+        visiting.discard(node)
+        done.add(node)
+        stack.pop()
+        return None
+
+    for node in parents:
+        if node not in done and (found := visit(node)):
+            return found
+    return None
+
+
+def topological_order(specs: Sequence[JobSpec], by_ref: dict[str, int]) -> list[int]:
+    """Indexes ordered so every in-batch parent comes before its children (graph is acyclic)."""
+    order: list[int] = []
+    placed: set[int] = set()
+
+    def place(index: int) -> None:
+        if index in placed:
+            return
+        placed.add(index)
+        for ref in specs[index].depends_on_refs:
+            place(by_ref[ref])
+        order.append(index)
+
+    for index in range(len(specs)):
+        place(index)
+    return order

@@ -1,0 +1,297 @@
+"""The dispatcher: the engine loop behind ``manage.py rundispatcher``.
+
+Each ``tick()`` runs the steps of ARCHITECTURE.md "Dispatch" in order, each one a short
+set-based transaction returning a count. Any number of dispatchers may run against one
+database: every claim uses SKIP LOCKED, and leader-only maintenance takes an advisory lock.
+Between ticks the loop sleeps on LISTEN (submits and results NOTIFY it) or a jittered poll
+interval, whichever comes first; if LISTEN is unavailable it simply polls.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import sys
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import timedelta
+from types import FrameType
+from typing import Any
+
+import psycopg
+from django.db import close_old_connections, connection, transaction
+from django.db.models import Count
+from django.db.models.functions import Now
+
+from jobs import claiming, services
+from jobs.models import Job, JobExecution, JobState
+from queues.models import Queue
+from taskforge import conf
+from workers.models import QueueWorkerAssignment, Worker, WorkerStatus
+from workers.planning import Assignment, RoundRobinState, plan_slots
+
+logger = logging.getLogger("taskforge.dispatcher")
+
+# Tables whose statistics and dead rows the maintenance step looks after.
+HOT_TABLES = (Job._meta.db_table, JobExecution._meta.db_table, Worker._meta.db_table)
+
+
+@dataclass(frozen=True, slots=True)
+class TickResult:
+    promoted: int = 0
+    assigned: int = 0
+    expired: int = 0
+    offline: int = 0
+    # Some step hit its batch limit: there is more to do right away.
+    full: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.promoted or self.assigned or self.expired or self.offline)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        poll_interval: float | None = None,
+        batch_size: int | None = None,
+        lease_seconds: int | None = None,
+    ) -> None:
+        self.poll_interval = poll_interval if poll_interval is not None else conf.poll_interval()
+        self.batch_size = batch_size if batch_size is not None else conf.batch_size()
+        self.lease_seconds = lease_seconds if lease_seconds is not None else conf.lease_seconds()
+        self.identity = uuid.uuid4()
+        self.stopping = False
+        self._round_robin: RoundRobinState = {}
+        self._listener: psycopg.Connection[Any] | None = None
+        self._next_maintenance = 0.0
+
+    # --- steps --------------------------------------------------------------------------------
+
+    def tick(self) -> TickResult:
+        """Run every step once, in order."""
+        promoted = self.promote_due()
+        assigned = self.assign()
+        expired = self.expire_leases()
+        offline = self.mark_silent_workers()
+        full = self.batch_size in (promoted, assigned, expired, offline)
+        return TickResult(promoted, assigned, expired, offline, full)
+
+    def promote_due(self) -> int:
+        """Scheduled jobs whose run_at has come become pending."""
+        with transaction.atomic(durable=True):
+            promoted = claiming.promote_due(limit=self.batch_size)
+        return promoted
+
+    def assign(self) -> int:
+        """Claim pending jobs into the free slots of online workers; NOTIFY each worker."""
+        with transaction.atomic(durable=True):
+            free = self._free_slots()
+            if not free:
+                return 0
+            assignments = self._assignments(free)
+            queue_ids = {a.queue_id for choices in assignments.values() for a in choices}
+            if not queue_ids:
+                return 0
+            budget = min(self.batch_size, sum(free.values()))
+            available = claiming.pending_available(sorted(queue_ids), cap=budget)
+            self._apply_concurrency_caps(available)
+            slots = plan_slots(free, assignments, available, budget=budget, state=self._round_robin)
+            claimed = claiming.claim_jobs(slots, lease_seconds=self.lease_seconds)
+            claiming.notify([claiming.worker_channel(worker_id) for _, worker_id in claimed])
+        return len(claimed)
+
+    def expire_leases(self) -> int:
+        """Jobs whose lease ran out count as failed attempts: retried, or dead when exhausted."""
+        return services.expire_leases(limit=self.batch_size)
+
+    def mark_silent_workers(self) -> int:
+        """Workers silent past the timeout go offline; their leases end now."""
+        cutoff = Now() - timedelta(seconds=conf.worker_timeout_seconds())
+        with transaction.atomic(durable=True):
+            silent = list(
+                Worker.objects.all_tenants()
+                .filter(
+                    status__in=(WorkerStatus.ONLINE, WorkerStatus.DRAINING),
+                    last_heartbeat__lt=cutoff,
+                )
+                .select_for_update(skip_locked=True)
+                .values_list("pk", flat=True)[: self.batch_size]
+            )
+            if silent:
+                Worker.objects.all_tenants().filter(pk__in=silent).update(
+                    status=WorkerStatus.OFFLINE
+                )
+                claiming.expire_worker_leases(silent)
+                logger.warning("marked %d silent worker(s) offline", len(silent))
+        return len(silent)
+
+    def maintain(self) -> list[str]:
+        """Keep the hot tables analyzed and vacuumed (one dispatcher at a time)."""
+        done = claiming.maintain_tables(HOT_TABLES)
+        for action in done:
+            logger.info("maintenance: %s", action)
+        return done
+
+    # --- helpers of assign() ----------------------------------------------------------------
+
+    def _free_slots(self) -> dict[uuid.UUID, int]:
+        capacity = dict(
+            Worker.objects.all_tenants()
+            .filter(status=WorkerStatus.ONLINE)
+            .values_list("pk", "capacity")
+        )
+        if not capacity:
+            return {}
+        running = dict(
+            Job.objects.all_tenants()
+            .filter(state=JobState.PROCESSING, worker_id__in=list(capacity))
+            .values("worker_id")
+            .annotate(n=Count("*"))
+            .values_list("worker_id", "n")
+        )
+        free = {w: cap - running.get(w, 0) for w, cap in capacity.items()}
+        return {w: n for w, n in free.items() if n > 0}
+
+    def _assignments(self, free: dict[uuid.UUID, int]) -> dict[uuid.UUID, list[Assignment]]:
+        rows = (
+            QueueWorkerAssignment.objects.all_tenants()
+            .filter(worker_id__in=list(free), is_active=True, queue__paused=False)
+            .values_list("worker_id", "queue_id", "weight", "queue__priority")
+        )
+        by_worker: dict[uuid.UUID, list[Assignment]] = defaultdict(list)
+        for worker_id, queue_id, weight, priority in rows:
+            by_worker[worker_id].append(Assignment(queue_id, weight, priority))
+        return by_worker
+
+    def _apply_concurrency_caps(self, available: dict[uuid.UUID, int]) -> None:
+        """Lower each capped queue's availability to its max_concurrency headroom.
+
+        The queue rows are locked first, so dispatchers take turns on capped queues and the
+        running count each one reads already includes the others' committed claims.
+        """
+        rows = (
+            Queue.objects.all_tenants()
+            .filter(pk__in=list(available), max_concurrency__isnull=False)
+            .order_by("pk")
+            .select_for_update()
+            .values_list("pk", "max_concurrency")
+        )
+        caps = {queue_id: cap for queue_id, cap in rows if cap is not None}
+        if not caps:
+            return
+        running = dict(
+            Job.objects.all_tenants()
+            .filter(state=JobState.PROCESSING, queue_id__in=list(caps))
+            .values("queue_id")
+            .annotate(n=Count("*"))
+            .values_list("queue_id", "n")
+        )
+        for queue_id, cap in caps.items():
+            available[queue_id] = max(0, min(available[queue_id], cap - running.get(queue_id, 0)))
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def run(self, *, once: bool = False) -> None:
+        """Tick until stopped (first SIGTERM/SIGINT); with ``once``, tick a single time."""
+        self._install_signal_handlers()
+        if not once:
+            # Spread the first ticks of dispatchers started together (thundering herd).
+            self._sleep(random.uniform(0, min(self.poll_interval, 1.0)))  # noqa: S311
+        logger.info(
+            "dispatcher %s started (poll %.2fs, batch %d)",
+            self.identity,
+            self.poll_interval,
+            self.batch_size,
+        )
+        try:
+            while not self.stopping:
+                close_old_connections()
+                result = self.tick()
+                if result:
+                    logger.info(
+                        "tick: promoted=%d assigned=%d expired=%d offline=%d",
+                        result.promoted,
+                        result.assigned,
+                        result.expired,
+                        result.offline,
+                    )
+                self._maybe_maintain()
+                if once:
+                    break
+                if not result.full and not self.stopping:
+                    self._wait()
+        finally:
+            self._close_listener()
+        logger.info("dispatcher %s stopped", self.identity)
+
+    def _maybe_maintain(self) -> None:
+        if time.monotonic() >= self._next_maintenance:
+            self._next_maintenance = time.monotonic() + conf.maintenance_interval()
+            self.maintain()
+
+    def _wait(self) -> None:
+        """Block until a NOTIFY arrives or the jittered poll interval passes."""
+        timeout = self.poll_interval * random.uniform(1.0, 1.1)  # noqa: S311
+        listener = self._ensure_listener()
+        if listener is None:
+            self._sleep(timeout)
+            return
+        try:
+            for _ in listener.notifies(timeout=timeout, stop_after=1):
+                break
+            # Collapse a burst of notifications into one tick.
+            for _ in listener.notifies(timeout=0.0):
+                pass
+        except psycopg.Error:
+            logger.warning("LISTEN connection lost; polling until it reconnects")
+            self._close_listener()
+
+    def _ensure_listener(self) -> psycopg.Connection[Any] | None:
+        if self._listener is not None:
+            return self._listener
+        params = {
+            key: value
+            for key, value in connection.get_connection_params().items()
+            if key in {"dbname", "user", "password", "host", "port", "sslmode", "sslrootcert"}
+        }
+        try:
+            self._listener = psycopg.connect(
+                **params,
+                autocommit=True,
+                application_name=f"taskforge-dispatcher {self.identity}",
+            )
+            self._listener.execute(f"LISTEN {claiming.DISPATCH_CHANNEL}")
+        except psycopg.Error as exc:
+            logger.warning("cannot LISTEN (%s); falling back to polling", exc)
+            self._close_listener()
+        return self._listener
+
+    def _close_listener(self) -> None:
+        if self._listener is not None:
+            try:
+                self._listener.close()
+            finally:
+                self._listener = None
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.1))
+
+    def _install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping:
+            # Second signal: give up at once. An open transaction is rolled back by the server.
+            signal.signal(signum, signal.SIG_DFL)
+            sys.exit(1)
+        logger.info(
+            "received %s: finishing the current step, then stopping", signal.Signals(signum).name
+        )
+        self.stopping = True

@@ -1,0 +1,5 @@
+from taskforge.lib.errors import NotFound
+
+
+class WorkerNotFound(NotFound):
+    pass

@@ -1,0 +1,148 @@
+"""Worker lifecycle services: register, heartbeat, drain, deregister, queue assignments."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models.functions import Now
+
+from accounts.models import Project
+from jobs import claiming
+from queues.models import Queue
+from taskforge import conf
+from taskforge.lib.errors import ValidationFailed
+from workers.exceptions import WorkerNotFound
+from workers.models import QueueWorkerAssignment, Worker, WorkerStatus, WorkerType
+
+
+@dataclass(frozen=True, slots=True)
+class QueueWeight:
+    """A queue a worker serves, and its share of the worker's slots."""
+
+    name: str
+    weight: int = 1
+    active: bool = True
+
+
+def get_worker(project: Project, worker_id: UUID | str) -> Worker:
+    """The project's worker; missing and foreign workers both raise WorkerNotFound."""
+    try:
+        return Worker.objects.for_project(project).get(pk=worker_id)
+    except (Worker.DoesNotExist, ValueError, ValidationError):
+        raise WorkerNotFound(f"worker {worker_id} not found") from None
+
+
+def register_worker(
+    project: Project,
+    *,
+    name: str,
+    queues: Sequence[QueueWeight],
+    capacity: int = 1,
+    worker_type: str = WorkerType.GENERAL,
+    endpoint_url: str = "",
+    metadata: dict[str, Any] | None = None,
+) -> tuple[Worker, bool]:
+    """Register a worker, or re-register the one of this name (same id); say if it is new."""
+    if worker_type not in WorkerType.values:
+        raise ValidationFailed(
+            f"worker_type: must be one of {WorkerType.values}", details={"field": "worker_type"}
+        )
+    if isinstance(capacity, bool) or not isinstance(capacity, int) or not 1 <= capacity <= 10_000:
+        raise ValidationFailed("capacity: must be 1 to 10000", details={"field": "capacity"})
+    with transaction.atomic(durable=True):
+        worker, created = (
+            Worker.objects.for_project(project)
+            .select_for_update()
+            .get_or_create(
+                name=name,
+                defaults={"organization_id": project.organization_id, "project": project},
+            )
+        )
+        worker.worker_type = worker_type
+        worker.capacity = capacity
+        worker.endpoint_url = endpoint_url
+        worker.metadata = metadata or {}
+        worker.status = WorkerStatus.ONLINE
+        worker.last_heartbeat = Now()
+        worker.save()
+        _replace_assignments(project, worker, queues)
+        claiming.notify([claiming.DISPATCH_CHANNEL])
+    worker.refresh_from_db(fields=["last_heartbeat"])
+    return worker, created
+
+
+def set_queue_assignments(project: Project, worker: Worker, queues: Sequence[QueueWeight]) -> None:
+    """Replace the worker's queue assignments."""
+    with transaction.atomic(durable=True):
+        _replace_assignments(project, worker, queues)
+        claiming.notify([claiming.DISPATCH_CHANNEL])
+
+
+def _replace_assignments(project: Project, worker: Worker, queues: Sequence[QueueWeight]) -> None:
+    names = [q.name for q in queues]
+    if len(names) != len(set(names)):
+        raise ValidationFailed("queues: a queue is named twice", details={"field": "queues"})
+    found = {q.name: q for q in Queue.objects.for_project(project).filter(name__in=names)}
+    for index, wanted in enumerate(queues):
+        if wanted.name not in found:
+            raise ValidationFailed(
+                f"queues[{index}].name: no queue named {wanted.name!r}",
+                details={"field": "queues", "index": index},
+            )
+        if isinstance(wanted.weight, bool) or not 1 <= wanted.weight <= 1000:
+            raise ValidationFailed(
+                f"queues[{index}].weight: must be 1 to 1000",
+                details={"field": "queues", "index": index},
+            )
+    QueueWorkerAssignment.objects.for_org(project.organization).filter(worker=worker).delete()
+    QueueWorkerAssignment.objects.bulk_create(
+        QueueWorkerAssignment(
+            organization_id=project.organization_id,
+            queue=found[q.name],
+            worker=worker,
+            weight=q.weight,
+            is_active=q.active,
+        )
+        for q in queues
+    )
+
+
+def heartbeat(project: Project, worker: Worker, *, running: Sequence[UUID]) -> str:
+    """Record that the worker is alive, extend the leases of the jobs it runs; return its status."""
+    with transaction.atomic(durable=True):
+        updated = Worker.objects.for_project(project).filter(pk=worker.pk)
+        # A worker the dispatcher marked offline comes back online; draining stays draining.
+        updated.exclude(status=WorkerStatus.DRAINING).update(
+            status=WorkerStatus.ONLINE, last_heartbeat=Now()
+        )
+        updated.filter(status=WorkerStatus.DRAINING).update(last_heartbeat=Now())
+        if running:
+            claiming.extend_leases(worker.pk, running, lease_seconds=conf.lease_seconds())
+    worker.refresh_from_db(fields=["status", "last_heartbeat"])
+    return worker.status
+
+
+def drain_worker(project: Project, worker: Worker) -> Worker:
+    """Stop assigning new jobs to the worker; what it holds it may finish."""
+    Worker.objects.for_project(project).filter(pk=worker.pk).update(status=WorkerStatus.DRAINING)
+    worker.refresh_from_db(fields=["status"])
+    return worker
+
+
+def deregister_worker(project: Project, worker: Worker) -> None:
+    """Remove the worker; jobs it still holds are retried at once as failed attempts."""
+    with transaction.atomic(durable=True):
+        claiming.expire_worker_leases([worker.pk])
+        Worker.objects.for_project(project).filter(pk=worker.pk).delete()
+        claiming.notify([claiming.DISPATCH_CHANNEL])
+
+
+def fetch_jobs(project: Project, worker: Worker, *, limit: int) -> list[claiming.AssignedJob]:
+    """Deliver the jobs assigned to the worker and not fetched yet."""
+    with transaction.atomic(durable=True):
+        return claiming.fetch_assigned(worker.pk, limit=limit)

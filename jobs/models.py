@@ -196,7 +196,10 @@ class JobExecution(models.Model):
     id = models.BigAutoField(primary_key=True)
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
     project = models.ForeignKey(Project, on_delete=models.CASCADE)
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="executions")
+    # Indexed by jobexecution_claim_unique, which leads with job.
+    job = models.ForeignKey(
+        Job, on_delete=models.CASCADE, related_name="executions", db_index=False
+    )
     # Attempt number at the time; a manual retry resets the job's count, so it can repeat.
     attempt = models.PositiveIntegerField()
     # The claim's fencing token: identifies this execution together with the job.
@@ -214,6 +217,10 @@ class JobExecution(models.Model):
     class Meta:
         ordering = ["job", "started_at", "id"]
         constraints = [
+            # One execution per claim; completion finds it by (job, lease token).
+            models.UniqueConstraint(
+                fields=["job", "lease_token"], name="jobexecution_claim_unique"
+            ),
             models.CheckConstraint(
                 condition=Q(status__in=ExecutionStatus.values), name="jobexecution_status_valid"
             ),

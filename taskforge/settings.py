@@ -1,7 +1,7 @@
 """TaskForge settings, driven by environment variables (see README "Configuration").
 
-Defaults are safe for development. With DEBUG=false the documented production variables
-(SECRET_KEY, ALLOWED_HOSTS, DATABASE_URL, REDIS_URL) are required and `check --deploy` passes.
+Defaults are safe for development. With DEBUG=false, SECRET_KEY is required; with the
+documented production variables (docs/configuration.md) `check --deploy` passes.
 """
 
 from __future__ import annotations

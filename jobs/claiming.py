@@ -17,8 +17,11 @@ from importlib import resources
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from django.db import connection
 from psycopg import sql
+
+from taskforge import conf
 
 DISPATCH_CHANNEL = "taskforge_jobs"
 
@@ -33,49 +36,58 @@ def _sql(name: str) -> str:
     return resources.files("jobs").joinpath("sql", f"{name}.sql").read_text()
 
 
+def _cursor() -> psycopg.Cursor[Any]:
+    """A server-side-binding cursor on Django's connection (so inside its transaction).
+
+    Django's own cursors bind client-side, rendering every array element into the SQL text;
+    binding server-side sends the arrays as parameters and lets PostgreSQL keep each hot
+    statement prepared for the life of the connection (TASKFORGE_PREPARED_STATEMENTS).
+    """
+    connection.ensure_connection()
+    return psycopg.Cursor(connection.connection)
+
+
 def _execute(name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    with connection.cursor() as cursor:
-        cursor.execute(_sql(name), params)
+    with _cursor() as cursor:
+        cursor.execute(_sql(name), params, prepare=conf.prepared_statements())
         return cursor.fetchall() if cursor.description else []
 
 
 def _rowcount(name: str, params: dict[str, Any]) -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(_sql(name), params)
+    with _cursor() as cursor:
+        cursor.execute(_sql(name), params, prepare=conf.prepared_statements())
         return cursor.rowcount
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NewJobRows:
-    """Column arrays for insert_jobs, one element per job (see insert_jobs.sql)."""
-
-    ids: list[UUID]
-    queue_ids: list[UUID]
-    job_types: list[str]
-    payloads: list[str]
-    priorities: list[int]
-    run_ats: list[datetime | None]
-    delays: list[float]
-    max_attempts: list[int]
-    timeouts: list[int]
-    idempotency_keys: list[str | None]
-    tags: list[str]
-    pending_parents: list[int]
-    forced_states: list[str | None]
-    last_errors: list[str]
+# The columns of insert_jobs.sql: every concrete field of Job, in model order, so a row can
+# also build its Job with Job.from_db() without a read back.
+JOB_COLUMNS = (
+    "id", "organization_id", "project_id", "queue_id", "job_type", "payload", "state",
+    "priority", "run_at", "attempts", "max_attempts", "timeout_seconds", "idempotency_key",
+    "tags", "result", "last_error", "worker_id", "lease_token", "lease_expires_at",
+    "delivered_at", "pending_parents", "batch_id", "created_at", "started_at", "finished_at",
+)  # fmt: skip
 
 
-def insert_jobs(
-    *, organization_id: UUID, project_id: UUID, batch_id: UUID | None, rows: NewJobRows
-) -> dict[UUID, str]:
-    """Insert the jobs; return {id: initial state} of the rows actually inserted."""
-    params = {
-        "organization_id": organization_id,
-        "project_id": project_id,
-        "batch_id": batch_id,
-        **{field: getattr(rows, field) for field in NewJobRows.__dataclass_fields__},
-    }
-    return {job_id: state for job_id, state in _execute("insert_jobs", params)}
+class DuplicateIdempotencyKey(Exception):
+    """A concurrent submit committed one of these idempotency keys first."""
+
+
+def transaction_now() -> datetime:
+    """now() of the current transaction (constant for the whole transaction)."""
+    value: datetime = _execute("transaction_now", {})[0][0]
+    return value
+
+
+def insert_jobs(rows: Sequence[tuple[Any, ...]]) -> None:
+    """COPY new job rows (values in JOB_COLUMNS order; payload and result as JSON text)."""
+    with _cursor() as cursor:
+        try:
+            with cursor.copy(_sql("insert_jobs")) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.errors.UniqueViolation as exc:
+            raise DuplicateIdempotencyKey(str(exc)) from exc
 
 
 def lock_parents(project_id: UUID, job_ids: Sequence[UUID]) -> dict[UUID, str]:

@@ -6,9 +6,9 @@ live in jobs/sql/ and are executed by jobs/claiming.py.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -51,15 +51,48 @@ from taskforge.lib.ids import uuid7
 # A losing idempotency race is retried this many times (each retry finds the winner's job).
 _IDEMPOTENCY_RETRIES = 3
 _FAILED_STATES = (JobState.DEAD, JobState.CANCELLED)
+_STATE = claiming.JOB_COLUMNS.index("state")
 
 
-@dataclass(frozen=True, slots=True)
 class Submitted:
-    """The jobs of a submission in input order; ``created[i]`` is False for a repeat."""
+    """The result of a submission, in input order.
 
-    jobs: list[Job]
-    created: list[bool]
-    batch_id: UUID | None
+    ``created[i]`` is False for an idempotent repeat. ``jobs`` builds model instances on
+    first use: for a large batch that costs more than the insert, and not every caller needs
+    them (``rows`` has every column already).
+    """
+
+    def __init__(
+        self,
+        *,
+        ids: list[UUID],
+        created: list[bool],
+        batch_id: UUID | None,
+        rows: dict[UUID, tuple[Any, ...]],
+        payloads: dict[UUID, Any],
+        project: Project,
+    ) -> None:
+        self.ids = ids
+        self.created = created
+        self.batch_id = batch_id
+        self.rows = rows
+        self._payloads = payloads
+        self._project = project
+        self._jobs: list[Job] | None = None
+
+    @property
+    def jobs(self) -> list[Job]:
+        if self._jobs is None:
+            built = {}
+            for job_id, row in self.rows.items():
+                job = Job.from_db("default", claiming.JOB_COLUMNS, row)
+                job.payload = self._payloads[job_id]
+                built[job_id] = job
+            missing = [job_id for job_id in self.ids if job_id not in built]
+            if missing:  # idempotent repeats: read the existing jobs
+                built.update(Job.objects.for_project(self._project).in_bulk(missing))
+            self._jobs = [built[job_id] for job_id in self.ids]
+        return self._jobs
 
 
 def get_job(project: Project, job_id: UUID | str) -> Job:
@@ -122,21 +155,25 @@ def _submit(
         existing[s.idempotency_key][0] if i in repeats and s.idempotency_key else uuid7()
         for i, s in enumerate(specs)
     ]
-    rows = _plan_rows(specs, payloads, queues, parent_states, existing, by_ref, ids, repeats)
-    inserted = claiming.insert_jobs(
-        organization_id=project.organization_id,
-        project_id=project.pk,
-        batch_id=batch.pk if batch else None,
-        rows=rows,
+    now = claiming.transaction_now()
+    rows = _new_rows(
+        project, specs, payloads, queues, parent_states, existing, by_ref, ids, repeats, batch, now
     )
-    if len(inserted) != len(rows.ids):
-        raise IdempotencyRace()
+    try:
+        claiming.insert_jobs(list(rows.values()))
+    except claiming.DuplicateIdempotencyKey:
+        raise IdempotencyRace() from None
     _insert_edges(project, specs, ids, by_ref, repeats)
-    if JobState.PENDING in inserted.values():
+    if any(row[_STATE] == JobState.PENDING for row in rows.values()):
         claiming.notify([claiming.DISPATCH_CHANNEL])
-    jobs_by_id = Job.objects.for_project(project).in_bulk(ids)
-    created = [i not in repeats for i in range(len(specs))]
-    return Submitted([jobs_by_id[job_id] for job_id in ids], created, batch.pk if batch else None)
+    return Submitted(
+        ids=ids,
+        created=[i not in repeats for i in range(len(specs))],
+        batch_id=batch.pk if batch else None,
+        rows={row[0]: row for row in rows.values()},
+        payloads={ids[i]: specs[i].payload for i in rows},
+        project=project,
+    )
 
 
 def _where(as_batch: bool, index: int, name: str) -> tuple[str, dict[str, Any]]:
@@ -190,7 +227,8 @@ def _lock_parents(project: Project, specs: Sequence[JobSpec], *, as_batch: bool)
     return found
 
 
-def _plan_rows(
+def _new_rows(
+    project: Project,
     specs: Sequence[JobSpec],
     payloads: list[str],
     queues: dict[str, Queue],
@@ -199,32 +237,21 @@ def _plan_rows(
     by_ref: dict[str, int],
     ids: list[UUID],
     repeats: set[int],
-) -> claiming.NewJobRows:
-    """Column arrays for the new jobs, deciding each one's parents count and forced state.
+    batch: Batch | None,
+    now: datetime,
+) -> dict[int, tuple[Any, ...]]:
+    """Rows (claiming.JOB_COLUMNS order) for the new jobs, by spec index.
 
-    A job whose parent already ended dead or cancelled is created cancelled with the reason;
-    in topological order, so its own in-batch children inherit that.
+    ``now`` is the transaction's now(): run_at and the initial state are decided exactly as
+    SQL in this transaction would. A job whose parent already ended dead or cancelled is
+    created cancelled; rows are planned in topological order so that its in-batch children
+    inherit that.
     """
     state_of: dict[int, str] = {}
     for i in repeats:
         key = specs[i].idempotency_key
         state_of[i] = existing[key][1] if key else JobState.PENDING
-    rows = claiming.NewJobRows(
-        ids=[],
-        queue_ids=[],
-        job_types=[],
-        payloads=[],
-        priorities=[],
-        run_ats=[],
-        delays=[],
-        max_attempts=[],
-        timeouts=[],
-        idempotency_keys=[],
-        tags=[],
-        pending_parents=[],
-        forced_states=[],
-        last_errors=[],
-    )
+    rows: dict[int, tuple[Any, ...]] = {}
     for i in topological_order(specs, by_ref):
         if i in repeats:
             continue
@@ -232,21 +259,26 @@ def _plan_rows(
         states = [parent_states[p] for p in spec.depends_on]
         states += [state_of[by_ref[ref]] for ref in spec.depends_on_refs]
         failed = next((s for s in states if s in _FAILED_STATES), None)
+        waiting = sum(1 for s in states if s != JobState.SUCCEEDED)
+        run_at = spec.run_at or now + timedelta(seconds=spec.delay_seconds or 0)
+        if failed:
+            state = JobState.CANCELLED
+        elif waiting:
+            state = JobState.BLOCKED
+        elif run_at > now:
+            state = JobState.SCHEDULED
+        else:
+            state = JobState.PENDING
+        # For the children in this batch, a new job is never "succeeded" yet.
         state_of[i] = JobState.CANCELLED if failed else JobState.BLOCKED
-        rows.ids.append(ids[i])
-        rows.queue_ids.append(queue.pk)
-        rows.job_types.append(spec.job_type)
-        rows.payloads.append(payloads[i])
-        rows.priorities.append(spec.priority)
-        rows.run_ats.append(spec.run_at)
-        rows.delays.append(float(spec.delay_seconds or 0))
-        rows.max_attempts.append(spec.max_attempts or queue.max_attempts)
-        rows.timeouts.append(spec.timeout_seconds or queue.timeout_seconds)
-        rows.idempotency_keys.append(spec.idempotency_key)
-        rows.tags.append(json.dumps(list(spec.tags)))
-        rows.pending_parents.append(sum(1 for s in states if s != JobState.SUCCEEDED))
-        rows.forced_states.append(JobState.CANCELLED if failed else None)
-        rows.last_errors.append(f"cancelled: a parent job ended {failed}" if failed else "")
+        rows[i] = (
+            ids[i], project.organization_id, project.pk, queue.pk, spec.job_type, payloads[i],
+            state, spec.priority, run_at, 0, spec.max_attempts or queue.max_attempts,
+            spec.timeout_seconds or queue.timeout_seconds, spec.idempotency_key, list(spec.tags),
+            None, f"cancelled: a parent job ended {failed}" if failed else "",
+            None, None, None, None, waiting, batch.pk if batch else None,
+            now, None, now if failed else None,
+        )  # fmt: skip
     return rows
 
 

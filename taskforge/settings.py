@@ -102,6 +102,8 @@ else:
         "NAME": "taskforge",
         "OPTIONS": {"embedded_data_dir": str(TASKFORGE_DATA_DIR)},
     }
+# Another database on the same server (benchmarks use their own, for instance).
+_database["NAME"] = env_str("TASKFORGE_DB_NAME", _database["NAME"])
 _database["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
 _database["CONN_HEALTH_CHECKS"] = True
 _database.setdefault("OPTIONS", {})["application_name"] = env_str(
@@ -210,3 +212,5 @@ TASKFORGE_BATCH_SIZE = env_int("TASKFORGE_BATCH_SIZE", 1000, minimum=1)
 TASKFORGE_MAX_BATCH_JOBS = env_int("TASKFORGE_MAX_BATCH_JOBS", 1000, minimum=1)
 TASKFORGE_MAINTENANCE_INTERVAL = env_float("TASKFORGE_MAINTENANCE_INTERVAL", 30.0, minimum=1)
 TASKFORGE_SIGNUP_ENABLED = env_bool("TASKFORGE_SIGNUP_ENABLED", True)
+# PgBouncer in transaction mode before 1.21 cannot keep prepared statements: set false there.
+TASKFORGE_PREPARED_STATEMENTS = env_bool("TASKFORGE_PREPARED_STATEMENTS", True)

@@ -330,7 +330,6 @@ def test_the_expected_job_and_worker_indexes_are_declared():
         "job_state_run_at_prio",
         "job_queue_state",
         "job_project_created",
-        "job_created",
         "job_batch_state",
         "execution_worker",
         "executionlog_job",

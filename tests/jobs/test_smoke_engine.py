@@ -1,7 +1,7 @@
 import pytest
 
 from jobs import services
-from jobs.models import Job, JobExecution, JobState
+from jobs.models import JobExecution, JobState
 from jobs.submission import JobSpec
 from workers import services as worker_services
 from workers.dispatcher import Dispatcher
@@ -12,12 +12,16 @@ def test_it_runs_a_job_through_its_life(project, queue):
     worker, _ = worker_services.register_worker(
         project, name="w1", queues=[worker_services.QueueWeight("default")], capacity=4
     )
-    job, created = services.submit_job(project, JobSpec(queue="default", job_type="t", payload={"a": 1}))
+    job, created = services.submit_job(
+        project, JobSpec(queue="default", job_type="t", payload={"a": 1})
+    )
     assert created and job.state == JobState.PENDING
     result = Dispatcher(poll_interval=0.1, batch_size=100).tick()
     assert result.assigned == 1
     fetched = worker_services.fetch_jobs(project, worker, limit=10)
     assert [f.id for f in fetched] == [job.pk]
-    done = services.complete_job(project, job.pk, lease_token=fetched[0].lease_token, result={"ok": True})
+    done = services.complete_job(
+        project, job.pk, lease_token=fetched[0].lease_token, result={"ok": True}
+    )
     assert done.state == JobState.SUCCEEDED and done.result == {"ok": True}
     assert JobExecution.objects.get(job=job).status == "succeeded"

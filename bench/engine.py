@@ -1,0 +1,230 @@
+"""Engine benchmark (not a test): prints one JSON line per figure.
+
+    python -m bench.engine [--jobs 20000] [--skip-tick]
+
+(a) batch submit, jobs/s: submit_jobs in chunks of 1,000 from one process;
+(b) submit -> succeeded, jobs/s: one `rundispatcher` process and 2 simulated worker processes
+    (bench/sim_worker.py: fetch assigned jobs, complete them in one batch) while the jobs are
+    submitted in chunks of 1,000; and the same workers draining a pre-filled backlog;
+(c) enqueue -> assigned latency with an idle dispatcher: 500 single submits 10 ms apart, time
+    from just before submit_job to the NOTIFY on the worker's channel;
+(d) dispatcher tick time with 1,000 vs 100,000 pending jobs, median of 20 ticks that each
+    assign 100 jobs, without table statistics and after ANALYZE.
+See bench/README.md for the figures measured on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import statistics
+import sys
+import time
+
+from django.db import connection
+
+import bench  # noqa: F401 - configures Django before the app imports
+from accounts.models import Organization, Project
+from bench.common import emit, fresh_database, listen, percentiles, start
+from billing.models import Subscription
+from jobs import services
+from jobs.claiming import worker_channel
+from jobs.models import Job, JobExecution, JobState
+from jobs.submission import JobSpec
+from queues.models import Queue
+from workers.dispatcher import Dispatcher
+from workers.services import QueueWeight, register_worker
+
+CHUNK = 1000
+
+
+def make_project() -> Project:
+    org = Organization.objects.create(name="Bench", slug=f"bench-{time.time_ns()}")
+    Subscription.objects.create(organization=org)
+    project = Project.objects.create(organization=org, name="bench")
+    Queue.objects.create(organization=org, project=project, name="default")
+    return project
+
+
+def submit_all(project: Project, n: int) -> float:
+    specs = [JobSpec(queue="default", job_type="noop", payload={"i": i}) for i in range(n)]
+    started = time.perf_counter()
+    for offset in range(0, n, CHUNK):
+        services.submit_jobs(project, specs[offset : offset + CHUNK])
+    return time.perf_counter() - started
+
+
+def count(state: str) -> int:
+    return Job.objects.all_tenants().filter(state=state).count()
+
+
+def wait_until(predicate, timeout: float = 600.0, interval: float = 0.02) -> float:
+    deadline = time.perf_counter() + timeout
+    while not predicate():
+        if time.perf_counter() > deadline:
+            raise TimeoutError("benchmark did not finish in time")
+        time.sleep(interval)
+    return time.perf_counter()
+
+
+def bench_submit(n: int) -> None:
+    fresh_database()
+    project = make_project()
+    elapsed = submit_all(project, n)
+    emit("engine.batch_submit", {"jobs": n, "chunk": CHUNK, "jobs_per_s": round(n / elapsed)})
+
+
+def start_workers(project: Project, processes: int, capacity: int) -> list:
+    workers = []
+    for i in range(processes):
+        worker, _ = register_worker(
+            project, name=f"sim-{i}", queues=[QueueWeight("default")], capacity=capacity
+        )
+        workers.append(start(["-m", "bench.sim_worker", str(worker.pk), str(capacity)]))
+    return workers
+
+
+def stop_all(procs: list) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except Exception:
+            proc.kill()
+
+
+def bench_throughput(n: int) -> None:
+    fresh_database()
+    project = make_project()
+    dispatcher = start(["manage.py", "rundispatcher", "--batch-size", "1000"])
+    workers = start_workers(project, processes=2, capacity=1000)
+    try:
+        time.sleep(1.5)  # let every process start and LISTEN
+        started = time.perf_counter()
+        submit_all(project, n)
+        finished = wait_until(lambda: count(JobState.SUCCEEDED) >= n)
+        emit(
+            "engine.submit_to_succeeded",
+            {
+                "jobs": n,
+                "dispatchers": 1,
+                "worker_processes": 2,
+                "jobs_per_s": round(n / (finished - started)),
+            },
+        )
+    finally:
+        stop_all([dispatcher, *workers])
+
+    fresh_database()
+    project = make_project()
+    submit_all(project, n)
+    dispatcher = start(["manage.py", "rundispatcher", "--batch-size", "1000"])
+    workers = start_workers(project, processes=2, capacity=1000)
+    try:
+        first = wait_until(lambda: JobExecution.objects.all_tenants().exists(), interval=0.005)
+        finished = wait_until(lambda: count(JobState.SUCCEEDED) >= n)
+        emit("engine.drain_backlog", {"jobs": n, "jobs_per_s": round(n / (finished - first))})
+    finally:
+        stop_all([dispatcher, *workers])
+
+
+def bench_latency(samples: int = 500) -> None:
+    fresh_database()
+    project = make_project()
+    worker, _ = register_worker(
+        project, name="listener", queues=[QueueWeight("default")], capacity=samples + 10
+    )
+    channel = listen(worker_channel(worker.pk))
+    dispatcher = start(["manage.py", "rundispatcher", "--poll-interval", "5"])
+    try:
+        time.sleep(2.0)  # idle
+        latencies = []
+        spec = JobSpec(queue="default", job_type="noop")
+        for _ in range(samples):
+            started = time.perf_counter()
+            services.submit_job(project, spec)
+            for _ in channel.notifies(timeout=5, stop_after=1):
+                latencies.append((time.perf_counter() - started) * 1000)
+            time.sleep(0.01)
+        emit("engine.enqueue_to_assigned_ms", {"samples": len(latencies), **percentiles(latencies)})
+    finally:
+        stop_all([dispatcher])
+        channel.close()
+
+
+def tick_times(project: Project, dispatcher: Dispatcher, ticks: int = 20) -> float:
+    durations = []
+    for _ in range(ticks):
+        durations.append(time.perf_counter())
+        assigned = dispatcher.tick().assigned
+        durations[-1] = (time.perf_counter() - durations[-1]) * 1000
+        assert assigned == 100, assigned
+        # Put the claimed jobs back (not timed) so every tick sees the same backlog.
+        JobExecution.objects.all_tenants().all().delete()
+        Job.objects.all_tenants().filter(state=JobState.PROCESSING).update(
+            state=JobState.PENDING,
+            worker_id=None,
+            lease_token=None,
+            lease_expires_at=None,
+            attempts=0,
+        )
+    return statistics.median(durations)
+
+
+def bench_tick() -> None:
+    results = {}
+    for backlog in (1_000, 100_000):
+        fresh_database()
+        with connection.cursor() as cursor:
+            # Keep the embedded server's autovacuum from analyzing behind our back.
+            cursor.execute("ALTER TABLE jobs_job SET (autovacuum_enabled = false)")
+        project = make_project()
+        submit_all(project, backlog)
+        register_worker(project, name="ticker", queues=[QueueWeight("default")], capacity=100)
+        dispatcher = Dispatcher(batch_size=1000)
+        no_stats = tick_times(project, dispatcher)
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
+        analyzed = tick_times(project, dispatcher)
+        results[backlog] = (no_stats, analyzed)
+    emit(
+        "engine.tick_ms",
+        {
+            "pending_1k": {
+                "no_stats": round(results[1_000][0], 2),
+                "analyzed": round(results[1_000][1], 2),
+            },
+            "pending_100k": {
+                "no_stats": round(results[100_000][0], 2),
+                "analyzed": round(results[100_000][1], 2),
+            },
+            "ratio_no_stats": round(results[100_000][0] / results[1_000][0], 2),
+            "ratio_analyzed": round(results[100_000][1] / results[1_000][1], 2),
+        },
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--jobs", type=int, default=20_000, help="jobs for (a) and (b)")
+    parser.add_argument(
+        "--only", choices=["submit", "throughput", "latency", "tick"], help="run one figure"
+    )
+    args = parser.parse_args()
+    steps = {
+        "submit": lambda: bench_submit(args.jobs),
+        "throughput": lambda: bench_throughput(args.jobs),
+        "latency": bench_latency,
+        "tick": bench_tick,
+    }
+    for name, step in steps.items():
+        if args.only in (None, name):
+            print(f"# running {name} …", file=sys.stderr, flush=True)
+            step()
+
+
+if __name__ == "__main__":
+    main()

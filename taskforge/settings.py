@@ -109,6 +109,10 @@ _database["CONN_HEALTH_CHECKS"] = True
 _database.setdefault("OPTIONS", {})["application_name"] = env_str(
     "TASKFORGE_APPLICATION_NAME", "taskforge"
 )
+# JIT compilation pays off for long analytic queries, not for a queue's millisecond
+# statements: a claim estimated (without statistics) at a million rows spent 18 ms compiling
+# a 0.1 ms index scan. Off for TaskForge's own connections.
+_database["OPTIONS"]["options"] = f"{_database['OPTIONS'].get('options', '')} -c jit=off".strip()
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -146,7 +150,17 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.ApiKeyAuthentication",
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.ScopedAccess"],
+    "EXCEPTION_HANDLER": "taskforge.lib.api_errors.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
+# Request bodies above this size are refused with 413 before any parsing (batch of 1,000 jobs
+# at the payload cap would be far larger; typical batches are a few MB).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("TASKFORGE_MAX_REQUEST_BYTES", 32 * 1024 * 1024, minimum=1024)
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env_int("TASKFORGE_JWT_ACCESS_MINUTES", 15)),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env_int("TASKFORGE_JWT_REFRESH_DAYS", 7)),

@@ -1,11 +1,24 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from taskforge import health
+
+handler404 = "taskforge.lib.api_errors.json_404"
+handler500 = "taskforge.lib.api_errors.json_500"
+
+api_v1 = [
+    path("", include("accounts.urls")),
+    path("", include("queues.urls")),
+    path("", include("jobs.urls")),
+]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("health", health.health, name="health"),
     path("ready", health.ready, name="ready"),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("django_prometheus.urls")),
 ]

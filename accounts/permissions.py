@@ -1,0 +1,49 @@
+"""Who may call what: scopes for API keys, roles for users.
+
+Each API view declares ``scopes = {"read": "jobs:read", "write": "jobs:write"}`` (reads are
+the safe methods) and optionally ``admin_only = True``. One permission class applies them:
+* API keys need the scope (the ``admin`` scope grants every scope);
+* users: viewers may only read; members may do everything except admin-only views;
+  admins may do everything in their organization.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+from rest_framework.request import Request
+
+from accounts.authentication import ApiKeyPrincipal
+from accounts.models import Role
+
+
+def required_scope(view: Any, method: str) -> str | None:
+    scopes: dict[str, str] = getattr(view, "scopes", {})
+    return scopes.get("read" if method in SAFE_METHODS else "write")
+
+
+class ScopedAccess(BasePermission):
+    message = "You do not have permission to perform this action."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        if not user or not user.is_authenticated:
+            return False
+        admin_only = getattr(view, "admin_only", False)
+        if isinstance(user, ApiKeyPrincipal):
+            granted = set(user.api_key.scopes)
+            if "admin" in granted:
+                return True
+            if admin_only:
+                return False
+            scope = required_scope(view, request.method or "GET")
+            return scope is None or scope in granted
+        role = getattr(user, "role", None)
+        if role == Role.ADMIN:
+            return True
+        if admin_only:
+            return False
+        if role == Role.MEMBER:
+            return True
+        return role == Role.VIEWER and request.method in SAFE_METHODS

@@ -107,3 +107,15 @@ def note_cross_tenant_attempt(
             target_id=pk,
             metadata={"path": request.path, "method": request.method},
         )
+
+
+def project_of(request: Request) -> Project:
+    """The project TenantAPIView resolved for this request (typed access for views)."""
+    project: Project = request.project  # type: ignore[attr-defined]
+    return project
+
+
+def organization_of(request: Request) -> Organization:
+    """The organization TenantAPIView resolved for this request."""
+    organization: Organization = request.organization  # type: ignore[attr-defined]
+    return organization

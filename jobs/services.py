@@ -14,7 +14,8 @@ from uuid import UUID
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models.functions import Now
+from django.db.models import Case, Count, F, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models.functions import Coalesce, Now
 
 from accounts.audit import SYSTEM, Actor, record_audit
 from accounts.models import Project
@@ -27,6 +28,7 @@ from jobs.exceptions import (
     StaleLease,
 )
 from jobs.models import (
+    TERMINAL_STATES,
     Batch,
     ExecutionLog,
     ExecutionStatus,
@@ -45,7 +47,7 @@ from jobs.submission import (
 )
 from queues.models import Queue
 from taskforge import conf
-from taskforge.lib.errors import ValidationFailed
+from taskforge.lib.errors import NotFound, ValidationFailed
 from taskforge.lib.ids import uuid7
 
 # A losing idempotency race is retried this many times (each retry finds the winner's job).
@@ -541,3 +543,146 @@ def purge_queue(queue: Queue, *, actor: Actor = SYSTEM) -> int:
             metadata={"deleted": len(ids)},
         )
     return len(ids)
+
+
+# --- Bulk actions and batches --------------------------------------------------------------
+
+BULK_LIMIT = 10_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobFilter:
+    state: str | None = None
+    queue: str | None = None
+    job_type: str | None = None
+    tag: str | None = None
+
+
+def _bulk_targets(
+    project: Project, ids: Sequence[UUID] | None, job_filter: JobFilter | None
+) -> QuerySet[Job]:
+    jobs = Job.objects.for_project(project)
+    if ids is not None:
+        return jobs.filter(pk__in=list(ids))
+    assert job_filter is not None
+    if job_filter.state:
+        jobs = jobs.filter(state=job_filter.state)
+    if job_filter.queue:
+        jobs = jobs.filter(queue__name=job_filter.queue)
+    if job_filter.job_type:
+        jobs = jobs.filter(job_type=job_filter.job_type)
+    if job_filter.tag:
+        jobs = jobs.filter(tags__contains=[job_filter.tag])
+    return jobs
+
+
+def bulk_action(
+    project: Project,
+    action: str,
+    *,
+    ids: Sequence[UUID] | None = None,
+    job_filter: JobFilter | None = None,
+    actor: Actor = SYSTEM,
+) -> int:
+    """Cancel, retry or delete many jobs at once (at most BULK_LIMIT); return how many changed.
+
+    Jobs the action does not apply to (cancel a finished job, retry a running one, delete a
+    running one) are skipped, not errors: a filter naturally matches some of those.
+    """
+    if action not in ("cancel", "retry", "delete"):
+        raise ValidationFailed(
+            "action: must be retry, cancel or delete", details={"field": "action"}
+        )
+    with transaction.atomic(durable=True):
+        targets = _bulk_targets(project, ids, job_filter)
+        applicable = {
+            "cancel": ~Q(state__in=TERMINAL_STATES),
+            "retry": Q(state__in=_FAILED_STATES),
+            "delete": ~Q(state=JobState.PROCESSING),
+        }[action]
+        picked = list(
+            targets.filter(applicable)
+            .order_by("pk")
+            .select_for_update()
+            .values_list("pk", flat=True)[:BULK_LIMIT]
+        )
+        if picked:
+            {"cancel": _bulk_cancel, "retry": _bulk_retry, "delete": _bulk_delete}[action](
+                project, picked
+            )
+        record_audit(
+            project.organization_id,
+            f"jobs.bulk_{action}",
+            actor=actor,
+            project=project,
+            target_type="job",
+            metadata={"affected": len(picked), "by": "ids" if ids is not None else "filter"},
+        )
+    return len(picked)
+
+
+def _bulk_cancel(project: Project, ids: list[UUID]) -> None:
+    reason = "cancelled by user (bulk)"
+    jobs = Job.objects.for_project(project).filter(pk__in=ids)
+    JobExecution.objects.for_project(project).filter(
+        job__in=jobs.filter(state=JobState.PROCESSING), lease_token=F("job__lease_token")
+    ).update(status=ExecutionStatus.FAILED, error=reason, finished_at=Now())
+    jobs.update(
+        state=JobState.CANCELLED, last_error=reason, finished_at=Now(), lease_token=None,
+        lease_expires_at=None,
+    )  # fmt: skip
+    claiming.cancel_descendants([(pk, f"cancelled: ancestor job {pk} was cancelled") for pk in ids])
+
+
+def _bulk_retry(project: Project, ids: list[UUID]) -> None:
+    jobs = Job.objects.for_project(project).filter(pk__in=ids)
+    waiting = (
+        JobDependency.objects.for_org(project.organization)
+        .filter(child=OuterRef("pk"))
+        .exclude(parent__state=JobState.SUCCEEDED)
+        .values("child")
+        .annotate(n=Count("*"))
+        .values("n")
+    )
+    jobs.update(pending_parents=Coalesce(Subquery(waiting), 0))
+    blocked_or_pending = Case(
+        When(pending_parents__gt=0, then=Value(JobState.BLOCKED)), default=Value(JobState.PENDING)
+    )
+    jobs.update(
+        state=blocked_or_pending,
+        attempts=0, run_at=Now(), finished_at=None, worker_id=None, lease_token=None,
+        lease_expires_at=None, delivered_at=None,
+    )  # fmt: skip
+    claiming.notify([claiming.DISPATCH_CHANNEL])
+
+
+def _bulk_delete(project: Project, ids: list[UUID]) -> None:
+    claiming.cancel_descendants([(pk, f"cancelled: parent job {pk} was deleted") for pk in ids])
+    Job.objects.for_project(project).filter(pk__in=ids).delete()
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStatus:
+    id: UUID
+    total: int
+    counts: dict[str, int]
+    finished: bool
+    created_at: datetime
+
+
+def batch_status(project: Project, batch_id: UUID | str) -> BatchStatus:
+    """Progress of a batch: its jobs counted by state."""
+    try:
+        batch = Batch.objects.for_project(project).get(pk=batch_id)
+    except (Batch.DoesNotExist, ValueError, ValidationError):
+        raise NotFound(f"batch {batch_id} not found") from None
+    rows = (
+        Job.objects.for_project(project)
+        .filter(batch=batch)
+        .values("state")
+        .annotate(n=Count("*"))
+        .values_list("state", "n")
+    )
+    counts = {state: 0 for state in JobState.values} | dict(rows)
+    unfinished = sum(n for state, n in counts.items() if state not in TERMINAL_STATES)
+    return BatchStatus(batch.pk, batch.total, counts, unfinished == 0, batch.created_at)

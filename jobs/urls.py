@@ -1,3 +1,17 @@
-from django.urls import URLPattern
+from django.urls import path
 
-urlpatterns: list[URLPattern] = []
+from jobs import api
+
+app_name = "jobs"
+
+urlpatterns = [
+    path("jobs", api.JobListApi.as_view(), name="list"),
+    path("jobs/batch", api.JobBatchApi.as_view(), name="batch"),
+    path("jobs/bulk", api.JobBulkApi.as_view(), name="bulk"),
+    path("jobs/<str:job_id>", api.JobDetailApi.as_view(), name="detail"),
+    path("jobs/<str:job_id>/executions", api.JobExecutionsApi.as_view(), name="executions"),
+    path("jobs/<str:job_id>/logs", api.JobLogsApi.as_view(), name="logs"),
+    path("jobs/<str:job_id>/cancel", api.JobCancelApi.as_view(), name="cancel"),
+    path("jobs/<str:job_id>/retry", api.JobRetryApi.as_view(), name="retry"),
+    path("batches/<str:batch_id>", api.BatchDetailApi.as_view(), name="batch-detail"),
+]

@@ -139,9 +139,17 @@ class Dispatcher:
     # --- helpers of assign() ----------------------------------------------------------------
 
     def _free_slots(self) -> dict[uuid.UUID, int]:
+        """Free slots of the online workers this dispatcher locked for this tick.
+
+        Locking the worker rows (SKIP LOCKED) makes dispatchers serve disjoint sets of workers,
+        and the running counts read afterwards include every claim committed before: without
+        it two dispatchers would both fill the same free slots.
+        """
         capacity = dict(
             Worker.objects.all_tenants()
             .filter(status=WorkerStatus.ONLINE)
+            .order_by("pk")
+            .select_for_update(skip_locked=True)
             .values_list("pk", "capacity")
         )
         if not capacity:

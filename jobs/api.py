@@ -1,0 +1,285 @@
+"""Jobs endpoints of shared/API.md: submit, batch, list, detail, executions, logs, actions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Q, QuerySet
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts.api_base import (
+    TenantAPIView,
+    actor_of,
+    note_cross_tenant_attempt,
+    organization_of,
+    project_of,
+)
+from accounts.models import Project
+from jobs import services
+from jobs.models import ExecutionLog, Job, JobExecution, JobState
+from jobs.serializers import (
+    BatchStatusSerializer,
+    BatchSubmitSerializer,
+    BatchSubmittedSerializer,
+    BulkActionSerializer,
+    BulkResultSerializer,
+    ExecutionSerializer,
+    JobDetailSerializer,
+    JobSerializer,
+    JobSubmitSerializer,
+    LogSerializer,
+)
+from queues.models import Queue
+from taskforge.lib.errors import NotFound, ValidationFailed
+from taskforge.lib.pagination import paginate
+
+JOB_SCOPES = {"read": "jobs:read", "write": "jobs:write"}
+
+SUBMIT_EXAMPLE = OpenApiExample(
+    "An email job",
+    value={
+        "queue": "default",
+        "job_type": "emails.send_welcome",
+        "payload": {"user_id": 42},
+        "priority": 7,
+        "idempotency_key": "welcome-42",
+        "tags": ["onboarding"],
+    },
+    request_only=True,
+)
+
+
+def _queue_names(project: Project) -> dict[Any, str]:
+    return dict(Queue.objects.for_project(project).values_list("pk", "name"))
+
+
+def _get_job(request: Request, job_id: str) -> Job:
+    try:
+        return services.get_job(project_of(request), job_id)
+    except NotFound:
+        if _is_uuid(job_id):
+            note_cross_tenant_attempt(request, organization_of(request), Job, job_id)
+        raise
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+class JobListApi(TenantAPIView):
+    scopes = JOB_SCOPES
+
+    @extend_schema(
+        summary="Submit a job",
+        request=JobSubmitSerializer,
+        responses={201: JobSerializer, 200: JobSerializer},
+        examples=[SUBMIT_EXAMPLE],
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER,
+                description="Same as the body's idempotency_key.",
+            )
+        ],
+        description="201 with the new job; 200 with the existing job when the idempotency key "
+        "was used before in this project.",
+    )  # fmt: skip
+    def post(self, request: Request) -> Response:
+        data = request.data
+        header_key = request.headers.get("Idempotency-Key")
+        if header_key and isinstance(data, dict) and "idempotency_key" not in data:
+            data = {**data, "idempotency_key": header_key}
+        serializer = JobSubmitSerializer(data=data)
+        serializer.is_valid(raise_exception=True)
+        job, created = services.submit_job(project_of(request), serializer.to_spec())
+        context = {"queue_names": {job.queue_id: serializer.validated_data["queue"]}}
+        return Response(
+            JobSerializer(job, context=context).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+    @extend_schema(
+        summary="List jobs",
+        parameters=[
+            OpenApiParameter("state", OpenApiTypes.STR, enum=JobState.values),
+            OpenApiParameter("queue", OpenApiTypes.STR),
+            OpenApiParameter("job_type", OpenApiTypes.STR),
+            OpenApiParameter("tag", OpenApiTypes.STR),
+            OpenApiParameter("created_after", OpenApiTypes.DATETIME),
+            OpenApiParameter("created_before", OpenApiTypes.DATETIME),
+            OpenApiParameter("q", OpenApiTypes.STR, description="id, job type or idempotency key"),
+            OpenApiParameter("limit", OpenApiTypes.INT, description="1-500, default 50"),
+            OpenApiParameter("cursor", OpenApiTypes.STR),
+        ],
+        responses={200: JobSerializer(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        project = project_of(request)
+        jobs = _filtered(Job.objects.for_project(project), request)
+        names = _queue_names(project)
+        return paginate(
+            request,
+            jobs,
+            lambda rows: JobSerializer(rows, many=True, context={"queue_names": names}).data,
+        )
+
+
+def _filtered(jobs: QuerySet[Job], request: Request) -> QuerySet[Job]:
+    params = request.query_params
+    if state := params.get("state"):
+        if state not in JobState.values:
+            raise ValidationFailed(
+                f"state: must be one of {JobState.values}", details={"field": "state"}
+            )
+        jobs = jobs.filter(state=state)
+    if queue := params.get("queue"):
+        jobs = jobs.filter(queue__name=queue)
+    if job_type := params.get("job_type"):
+        jobs = jobs.filter(job_type=job_type)
+    if tag := params.get("tag"):
+        jobs = jobs.filter(tags__contains=[tag])
+    for name, lookup in (
+        ("created_after", "created_at__gte"),
+        ("created_before", "created_at__lt"),
+    ):
+        if raw := params.get(name):
+            jobs = jobs.filter(**{lookup: _parse_time(name, raw)})
+    if q := params.get("q"):
+        match = Q(job_type__icontains=q) | Q(idempotency_key=q)
+        if _is_uuid(q):
+            match |= Q(pk=q)
+        jobs = jobs.filter(match)
+    return jobs
+
+
+def _parse_time(name: str, raw: str) -> datetime:
+    try:
+        value = parse_datetime(raw)
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise ValidationFailed(
+            f"{name}: must be an ISO-8601 time with a timezone", details={"field": name}
+        )
+    return value
+
+
+class JobBatchApi(TenantAPIView):
+    scopes = JOB_SCOPES
+
+    @extend_schema(
+        summary="Submit a batch of jobs (all or nothing)",
+        request=BatchSubmitSerializer,
+        responses={201: BatchSubmittedSerializer},
+        description="Up to 1,000 jobs. Jobs may depend on each other with `ref` and "
+        "`depends_on_refs`; a cycle is refused with its path. Errors name the job's index.",
+    )
+    def post(self, request: Request) -> Response:
+        serializer = BatchSubmitSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        project = project_of(request)
+        submitted = services.submit_jobs(project, serializer.to_specs())
+        context = {"queue_names": _queue_names(project)}
+        jobs = JobSerializer(submitted.jobs, many=True, context=context).data
+        return Response(
+            {"batch_id": submitted.batch_id, "jobs": jobs}, status=status.HTTP_201_CREATED
+        )
+
+
+class JobDetailApi(TenantAPIView):
+    scopes = JOB_SCOPES
+
+    @extend_schema(summary="A job, with its parents and children", responses=JobDetailSerializer)
+    def get(self, request: Request, job_id: str) -> Response:
+        job = _get_job(request, job_id)
+        return Response(JobDetailSerializer(job).data)
+
+
+class JobExecutionsApi(TenantAPIView):
+    scopes = JOB_SCOPES
+
+    @extend_schema(summary="The job's attempts", responses=ExecutionSerializer(many=True))
+    def get(self, request: Request, job_id: str) -> Response:
+        job = _get_job(request, job_id)
+        executions = JobExecution.objects.for_project(project_of(request)).filter(job=job)
+        return Response(
+            {
+                "results": ExecutionSerializer(
+                    executions.order_by("started_at", "id"), many=True
+                ).data
+            }
+        )
+
+
+class JobLogsApi(TenantAPIView):
+    scopes = JOB_SCOPES
+
+    @extend_schema(summary="The job's log lines, oldest first", responses=LogSerializer(many=True))
+    def get(self, request: Request, job_id: str) -> Response:
+        job = _get_job(request, job_id)
+        logs = ExecutionLog.objects.for_org(organization_of(request)).filter(job=job).order_by("id")
+        return Response({"results": LogSerializer(logs[:5000], many=True).data})
+
+
+class JobCancelApi(TenantAPIView):
+    scopes = JOB_SCOPES
+
+    @extend_schema(
+        summary="Cancel a job that has not finished", request=None, responses=JobSerializer
+    )
+    def post(self, request: Request, job_id: str) -> Response:
+        job = _get_job(request, job_id)
+        job = services.cancel_job(project_of(request), job.pk, actor=actor_of(request))
+        return Response(JobSerializer(job).data)
+
+
+class JobRetryApi(TenantAPIView):
+    scopes = JOB_SCOPES
+
+    @extend_schema(summary="Retry a dead or cancelled job", request=None, responses=JobSerializer)
+    def post(self, request: Request, job_id: str) -> Response:
+        job = _get_job(request, job_id)
+        job = services.retry_job(project_of(request), job.pk, actor=actor_of(request))
+        return Response(JobSerializer(job).data)
+
+
+class JobBulkApi(TenantAPIView):
+    scopes = JOB_SCOPES
+
+    @extend_schema(
+        summary="Retry, cancel or delete many jobs by ids or by filter",
+        request=BulkActionSerializer,
+        responses=BulkResultSerializer,
+    )
+    def post(self, request: Request) -> Response:
+        serializer = BulkActionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        job_filter = services.JobFilter(**data["filter"]) if "filter" in data else None
+        affected = services.bulk_action(
+            project_of(request),
+            data["action"],
+            ids=data.get("ids"),
+            job_filter=job_filter,
+            actor=actor_of(request),
+        )
+        return Response({"affected": affected})
+
+
+class BatchDetailApi(TenantAPIView):
+    scopes = JOB_SCOPES
+
+    @extend_schema(summary="Progress of a batch", responses=BatchStatusSerializer)
+    def get(self, request: Request, batch_id: str) -> Response:
+        batch = services.batch_status(project_of(request), batch_id)
+        return Response(BatchStatusSerializer(batch).data)

@@ -1,0 +1,147 @@
+"""Job API shapes: input serializers validate, output serializers shape (shared/API.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from jobs.models import ExecutionLog, Job, JobExecution, JobState
+from jobs.submission import JobSpec
+from taskforge.lib.serializers import StrictSerializer
+
+
+class JobSubmitSerializer(StrictSerializer):
+    queue = serializers.CharField(max_length=100)
+    job_type = serializers.CharField(max_length=200)
+    payload = serializers.JSONField(required=False, default=dict)
+    priority = serializers.IntegerField(min_value=0, max_value=9, required=False, default=5)
+    run_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    delay_seconds = serializers.FloatField(
+        min_value=0, max_value=366 * 24 * 3600, required=False, allow_null=True, default=None
+    )
+    idempotency_key = serializers.CharField(
+        max_length=255, required=False, allow_null=True, default=None
+    )
+    depends_on = serializers.ListField(
+        child=serializers.UUIDField(), required=False, default=list, max_length=1000
+    )
+    max_attempts = serializers.IntegerField(
+        min_value=1, max_value=1000, required=False, allow_null=True, default=None
+    )
+    timeout_seconds = serializers.IntegerField(
+        min_value=1, max_value=7 * 24 * 3600, required=False, allow_null=True, default=None
+    )
+    tags = serializers.ListField(
+        child=serializers.CharField(max_length=100), required=False, default=list, max_length=20
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("run_at") is not None and attrs.get("delay_seconds") is not None:
+            raise serializers.ValidationError(
+                {"run_at": ["Give run_at or delay_seconds, not both."]}
+            )
+        return attrs
+
+    def to_spec(self) -> JobSpec:
+        return JobSpec(**self.validated_data)
+
+
+class BatchItemSerializer(JobSubmitSerializer):
+    ref = serializers.CharField(max_length=100, required=False, allow_null=True, default=None)
+    depends_on_refs = serializers.ListField(
+        child=serializers.CharField(max_length=100), required=False, default=list, max_length=1000
+    )
+
+
+class BatchSubmitSerializer(StrictSerializer):
+    jobs = BatchItemSerializer(many=True, allow_empty=False)
+
+    def to_specs(self) -> list[JobSpec]:
+        return [JobSpec(**item) for item in self.validated_data["jobs"]]
+
+
+class JobSerializer(serializers.ModelSerializer):
+    """The job representation of shared/API.md."""
+
+    queue = serializers.SerializerMethodField()
+    worker = serializers.UUIDField(source="worker_id", allow_null=True)
+
+    class Meta:
+        model = Job
+        fields = [
+            "id", "queue", "job_type", "payload", "state", "priority", "run_at", "attempts",
+            "max_attempts", "timeout_seconds", "idempotency_key", "tags", "result",
+            "last_error", "worker", "created_at", "started_at", "finished_at", "batch_id",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    def get_queue(self, job: Job) -> str:
+        names: dict[Any, str] = self.context.get("queue_names", {})
+        return names.get(job.queue_id) or job.queue.name
+
+
+class JobDetailSerializer(JobSerializer):
+    parents = serializers.SerializerMethodField()
+    children = serializers.SerializerMethodField()
+
+    class Meta(JobSerializer.Meta):
+        fields = [*JobSerializer.Meta.fields, "parents", "children"]
+        read_only_fields = fields
+
+    def get_parents(self, job: Job) -> list[str]:
+        return [str(edge.parent_id) for edge in job.parent_edges.all()]
+
+    def get_children(self, job: Job) -> list[str]:
+        return [str(edge.child_id) for edge in job.child_edges.all()]
+
+
+class ExecutionSerializer(serializers.ModelSerializer):
+    worker = serializers.UUIDField(source="worker_id", allow_null=True)
+
+    class Meta:
+        model = JobExecution
+        fields = ["id", "attempt", "status", "worker", "error", "started_at", "finished_at"]
+        read_only_fields = fields
+
+
+class LogSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ExecutionLog
+        fields = ["id", "execution_id", "level", "message", "metadata", "created_at"]
+        read_only_fields = fields
+
+
+class BulkFilterSerializer(StrictSerializer):
+    state = serializers.ChoiceField(choices=JobState.choices, required=False)
+    queue = serializers.CharField(max_length=100, required=False)
+    job_type = serializers.CharField(max_length=200, required=False)
+    tag = serializers.CharField(max_length=100, required=False)
+
+
+class BulkActionSerializer(StrictSerializer):
+    action = serializers.ChoiceField(choices=["retry", "cancel", "delete"])
+    ids = serializers.ListField(child=serializers.UUIDField(), required=False, max_length=10_000)
+    filter = BulkFilterSerializer(required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("ids" in attrs) == ("filter" in attrs):
+            raise serializers.ValidationError({"ids": ["Give exactly one of ids or filter."]})
+        return attrs
+
+
+class BulkResultSerializer(serializers.Serializer):
+    affected = serializers.IntegerField()
+
+
+class BatchStatusSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    total = serializers.IntegerField()
+    counts = serializers.DictField(child=serializers.IntegerField())
+    finished = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+
+
+class BatchSubmittedSerializer(serializers.Serializer):
+    batch_id = serializers.UUIDField()
+    jobs = JobSerializer(many=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 from datetime import timedelta
-from typing import Any
 
 from django.utils import timezone
 from rest_framework import exceptions
@@ -94,11 +93,3 @@ def ip_allowed(organization: Organization, address: str) -> bool:
         return False
     return any(ip in ipaddress.ip_network(cidr, strict=False) for cidr in organization.ip_allowlist)
 
-
-def api_key_security_scheme() -> dict[str, Any]:
-    return {
-        "type": "http",
-        "scheme": "bearer",
-        "description": "An API key `tf_…` (machines) or a JWT access token (users). "
-        "`X-API-Key: tf_…` works too.",
-    }

@@ -171,6 +171,9 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "TaskForge API",
     "DESCRIPTION": "Multi-tenant background jobs: submit, dispatch, run and observe.",
     "VERSION": "1.0.0",
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # --- Internationalisation, static -----------------------------------------------------------

@@ -147,8 +147,21 @@ class Job(models.Model):
                 name="job_worker_processing",
                 condition=Q(state=JobState.PROCESSING),
             ),
-            models.Index(fields=["state", "run_at", "priority"], name="job_state_run_at_prio"),
-            models.Index(fields=["queue", "state"], name="job_queue_state"),
+            # Pending rows are indexed once, in claim order (job_claim_pending). These two
+            # leave them out on purpose: without table statistics the planner would otherwise
+            # pick (queue, state) for the claim, estimate one row, and sort the whole backlog
+            # (65 ms instead of 4 ms at 100k pending). It also spares every submit two index
+            # insertions.
+            models.Index(
+                fields=["state", "run_at", "priority"],
+                name="job_state_run_at_prio",
+                condition=~Q(state=JobState.PENDING),
+            ),
+            models.Index(
+                fields=["queue", "state"],
+                name="job_queue_state",
+                condition=~Q(state=JobState.PENDING),
+            ),
             models.Index(fields=["project", "-created_at"], name="job_project_created"),
             models.Index(
                 fields=["batch", "state"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +20,7 @@ from taskforge import conf
 from taskforge.lib.errors import PayloadTooLarge, ValidationFailed
 
 MAX_TAGS = 20
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 MAX_DELAY_SECONDS = 366 * 24 * 3600
 
 
@@ -77,8 +79,9 @@ def encode_payload(index: int | None, payload: Any, *, name: str = "payload") ->
         if index is not None:
             details["index"] = index
         raise PayloadTooLarge(f"{where} is {size} bytes; the limit is {limit}", details=details)
-    # jsonb cannot store the NUL character, even escaped.
-    if "\\u0000" in text:
+    # jsonb cannot store the NUL character, even escaped. An escaped backslash followed by
+    # "u0000" is ordinary text, hence the look-behind for an even run of backslashes.
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
         raise _fail(index, name, "must not contain NUL characters (\\u0000)")
     return text
 
@@ -144,26 +147,31 @@ def check_refs(specs: Sequence[JobSpec]) -> dict[str, int]:
 
 
 def find_cycle(parents: dict[str, list[str]]) -> list[str] | None:
-    """Return one cycle as a path that starts and ends at the same node, or None."""
-    visiting, done = set(), set()
-    stack: list[str] = []
+    """Return one cycle as a path that starts and ends at the same node, or None.
 
-    def visit(node: str) -> list[str] | None:
-        visiting.add(node)
-        stack.append(node)
-        for parent in parents.get(node, []):
-            if parent in visiting:
-                return [*stack[stack.index(parent) :], parent]
-            if parent not in done and (found := visit(parent)):
-                return found
-        visiting.discard(node)
-        done.add(node)
-        stack.pop()
-        return None
-
-    for node in parents:
-        if node not in done and (found := visit(node)):
-            return found
+    Iterative depth-first search: a batch may be one 1,000-job chain, deeper than Python's
+    recursion limit.
+    """
+    done: set[str] = set()
+    for start in parents:
+        if start in done:
+            continue
+        path: list[str] = [start]
+        on_path = {start}
+        stack = [iter(parents.get(start, []))]
+        while stack:
+            parent = next(stack[-1], None)
+            if parent is None:
+                stack.pop()
+                node = path.pop()
+                on_path.discard(node)
+                done.add(node)
+            elif parent in on_path:
+                return [*path[path.index(parent) :], parent]
+            elif parent not in done:
+                path.append(parent)
+                on_path.add(parent)
+                stack.append(iter(parents.get(parent, [])))
     return None
 
 
@@ -171,15 +179,18 @@ def topological_order(specs: Sequence[JobSpec], by_ref: dict[str, int]) -> list[
     """Indexes ordered so every in-batch parent comes before its children (graph is acyclic)."""
     order: list[int] = []
     placed: set[int] = set()
-
-    def place(index: int) -> None:
-        if index in placed:
-            return
-        placed.add(index)
-        for ref in specs[index].depends_on_refs:
-            place(by_ref[ref])
-        order.append(index)
-
-    for index in range(len(specs)):
-        place(index)
+    for start in range(len(specs)):
+        if start in placed:
+            continue
+        placed.add(start)
+        stack = [(start, iter(specs[start].depends_on_refs))]
+        while stack:
+            index, refs = stack[-1]
+            ref = next(refs, None)
+            if ref is None:
+                stack.pop()
+                order.append(index)
+            elif (parent := by_ref[ref]) not in placed:
+                placed.add(parent)
+                stack.append((parent, iter(specs[parent].depends_on_refs)))
     return order

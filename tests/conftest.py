@@ -16,6 +16,12 @@ from billing.models import Subscription
 from queues.models import Queue
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings: Any) -> None:
+    """Argon2 is deliberately slow; tests hash hundreds of passwords and need none of that."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def build_tenant(slug: str) -> tuple[Organization, Project, Queue]:
     org = Organization.objects.create(name=slug.title(), slug=slug)
     Subscription.objects.create(organization=org)

@@ -248,9 +248,13 @@ class Dispatcher:
         if listener is None:
             self._sleep(timeout)
             return
+        deadline = time.monotonic() + timeout
         try:
-            for _ in listener.notifies(timeout=timeout, stop_after=1):
-                break
+            # Short slices, so a SIGTERM (which only sets self.stopping) is honoured within
+            # 0.1 s even when idle; a NOTIFY still ends the wait at once.
+            while not self.stopping and (left := deadline - time.monotonic()) > 0:
+                if any(True for _ in listener.notifies(timeout=min(left, 0.1), stop_after=1)):
+                    break
             # Collapse a burst of notifications into one tick.
             for _ in listener.notifies(timeout=0.0):
                 pass

@@ -39,6 +39,12 @@ class Command(BaseCommand):
             "printed once. Ignored when the admin already exists.",
         )
         parser.add_argument(
+            "--staff",
+            action="store_true",
+            help="Also let this user into the Django admin (/admin/) as a superuser. "
+            "For local demos: the admin sees every organization.",
+        )
+        parser.add_argument(
             "--json",
             action="store_true",
             help="Print one JSON object instead of prose: created, organization, "
@@ -66,6 +72,10 @@ class Command(BaseCommand):
             result = create_organization(name=org, email=email, password=password)
         except TaskForgeError as exc:
             raise CommandError(exc.message) from exc
+        if options["staff"]:
+            User.objects.for_org(result.organization).filter(pk=result.user.pk).update(
+                is_staff=True, is_superuser=True
+            )
         self._created(result, password if generated else None, as_json=options["json"])
 
     def _already_there(self, user: User, org_name: str, *, as_json: bool) -> None:

@@ -1,0 +1,506 @@
+#!/usr/bin/env python3
+"""TaskForge's developer entry point: the only thing a fresh machine with Python 3.11+ needs.
+
+    python3 tf.py start    # install, migrate, create a demo tenant, run TaskForge
+    python3 tf.py test     # install the dev tools, run lint, types and the test suite
+    python3 tf.py manage … # any manage.py command inside the project's virtualenv
+
+Standard library only: this file runs before anything is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any, NoReturn
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+VENV_BIN = VENV / "bin"
+VENV_PYTHON = VENV_BIN / "python"
+DATA_DIR = ROOT / ".taskforge"
+DEMO_FILE = DATA_DIR / "demo.json"
+MANAGE = str(ROOT / "manage.py")
+
+DEMO_ORG = "Demo"
+DEMO_EMAIL = "demo@taskforge.local"
+HEALTH_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 10.0
+
+
+class Failure(Exception):
+    """Stop tf.py with this message and exit code."""
+
+    def __init__(self, message: str, returncode: int = 1) -> None:
+        super().__init__(message)
+        self.returncode = returncode or 1
+
+
+class StepFailed(Failure):
+    """A command tf.py ran exited non-zero; tf.py exits with the same code."""
+
+    def __init__(self, description: str, returncode: int) -> None:
+        super().__init__(f"{description} failed with exit code {returncode}", returncode)
+
+
+def say(message: str) -> None:
+    print(f"tf: {message}", flush=True)
+
+
+# --- virtualenv -----------------------------------------------------------------------------
+
+
+def venv_env() -> dict[str, str]:
+    """Return the environment of a shell that activated .venv (tools find each other on PATH)."""
+    env = dict(os.environ)
+    env["VIRTUAL_ENV"] = str(VENV)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("PYTHONHOME", None)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def run(argv: Sequence[str], description: str, *, quiet: bool = False) -> None:
+    """Run a command from the repository root; raise StepFailed when it fails."""
+    output = subprocess.DEVNULL if quiet else None
+    result = subprocess.run(argv, cwd=ROOT, env=venv_env(), stdout=output, check=False)  # noqa: S603
+    if result.returncode != 0:
+        raise StepFailed(description, result.returncode)
+
+
+def ensure_venv(*, dev: bool) -> None:
+    """Create .venv if needed and install the project into it unless pyproject.toml is unchanged.
+
+    A stamp file records the sha256 of pyproject.toml the last install used, one per flavour;
+    the dev install includes everything the plain one does, so its stamp satisfies both.
+    """
+    if not VENV_PYTHON.exists():
+        say(f"creating a virtualenv in {VENV}")
+        run([sys.executable, "-m", "venv", str(VENV)], "creating the virtualenv")
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    stamps = (
+        [VENV / ".tf-installed-dev"]
+        if dev
+        else [VENV / ".tf-installed", VENV / ".tf-installed-dev"]
+    )
+    if any(stamp.exists() and stamp.read_text().strip() == digest for stamp in stamps):
+        return
+    say("installing dependencies (first run takes ~1-2 min)…")
+    target = ".[dev]" if dev else "."
+    pip = [str(VENV_PYTHON), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    run([*pip, "-e", target], f"pip install -e {target}")
+    stamps[0].write_text(digest + "\n")
+
+
+def manage_argv(*args: str) -> list[str]:
+    return [str(VENV_PYTHON), MANAGE, *args]
+
+
+# --- demo tenant ----------------------------------------------------------------------------
+
+
+def database_label() -> str:
+    """Name the database the demo tenant lives in, without credentials."""
+    url = os.environ.get("DATABASE_URL", "").strip()
+    if not url:
+        return "embedded"
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.hostname or ''}:{parts.port or ''}{parts.path}"
+
+
+def load_demo() -> dict[str, Any] | None:
+    """Return the saved demo tenant if it belongs to the database in use."""
+    if not DEMO_FILE.exists():
+        return None
+    demo: dict[str, Any] = json.loads(DEMO_FILE.read_text())
+    return demo if demo.get("database", "embedded") == database_label() else None
+
+
+def parse_bootstrap_output(stdout: str) -> dict[str, Any]:
+    """Return the one JSON object `manage.py bootstrap --json` prints."""
+    try:
+        parsed = json.loads(stdout)
+    except json.JSONDecodeError:
+        # Tolerate stray lines around the object: take the last line that parses.
+        lines = [line for line in stdout.splitlines() if line.strip().startswith("{")]
+        if not lines:
+            raise Failure("manage.py bootstrap printed no JSON") from None
+        parsed = json.loads(lines[-1])
+    if not isinstance(parsed, dict):
+        raise Failure("manage.py bootstrap printed JSON that is not an object")
+    return parsed
+
+
+def ensure_demo_tenant() -> dict[str, Any]:
+    """Create the demo organization once and keep its credentials in .taskforge/demo.json."""
+    demo = load_demo()
+    if demo is not None:
+        return demo
+    say(f"creating the demo tenant ({DEMO_ORG}, {DEMO_EMAIL})")
+    argv = manage_argv("bootstrap", "--org", DEMO_ORG, "--email", DEMO_EMAIL, "--staff", "--json")
+    result = subprocess.run(  # noqa: S603
+        argv, cwd=ROOT, env=venv_env(), stdout=subprocess.PIPE, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise StepFailed("manage.py bootstrap", result.returncode)
+    demo = parse_bootstrap_output(result.stdout)
+    demo["database"] = database_label()
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    # The file holds a password and an API key: readable by its owner only.
+    fd = os.open(DEMO_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        json.dump(demo, file, indent=2)
+        file.write("\n")
+    os.chmod(DEMO_FILE, 0o600)  # O_CREAT's mode does not apply to an existing file.
+    return demo
+
+
+# --- child processes ------------------------------------------------------------------------
+
+
+@dataclass
+class ProcessSpec:
+    """One long-running child of `tf.py start`; its output is prefixed with its name."""
+
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[str] | None = field(default=None, repr=False)
+
+
+def process_specs(host: str, port: int) -> list[ProcessSpec]:
+    """Return the processes `tf.py start` runs, started in this order and stopped in reverse."""
+    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    gunicorn = [str(VENV_BIN / "gunicorn"), "taskforge.wsgi", "--bind", bind]
+    return [
+        ProcessSpec(
+            "web", [*gunicorn, "--workers", "2", "--threads", "8", "--access-logfile", "-"]
+        ),
+        ProcessSpec("dispatcher", manage_argv("rundispatcher")),
+    ]
+
+
+def pump_output(name: str, stream: IO[str], width: int) -> None:
+    """Copy a child's output to ours, each line prefixed with the child's name."""
+    for line in stream:
+        sys.stdout.write(f"{name:<{width}} | {line}")
+        sys.stdout.flush()
+
+
+def start_processes(specs: list[ProcessSpec]) -> None:
+    width = max(len(spec.name) for spec in specs)
+    for spec in specs:
+        say(f"starting {spec.name}: {' '.join(spec.argv)}")
+        # Own process group: Ctrl-C reaches tf.py only, which then stops children in order.
+        spec.process = subprocess.Popen(  # noqa: S603
+            spec.argv,
+            cwd=ROOT,
+            env=venv_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+            process_group=0,
+        )
+        assert spec.process.stdout is not None
+        threading.Thread(
+            target=pump_output, args=(spec.name, spec.process.stdout, width), daemon=True
+        ).start()
+
+
+def first_exited(specs: list[ProcessSpec]) -> ProcessSpec | None:
+    for spec in specs:
+        if spec.process is not None and spec.process.poll() is not None:
+            return spec
+    return None
+
+
+def stop_processes(specs: list[ProcessSpec]) -> None:
+    """Send SIGTERM to every running child (last started first); SIGKILL the slow ones."""
+    running = [s for s in reversed(specs) if s.process is not None and s.process.poll() is None]
+    for spec in running:
+        say(f"stopping {spec.name}")
+        assert spec.process is not None
+        spec.process.terminate()
+    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+    for spec in running:
+        assert spec.process is not None
+        try:
+            spec.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            say(f"{spec.name} did not stop within {STOP_TIMEOUT_SECONDS:.0f} s: killing it")
+            spec.process.kill()
+            spec.process.wait()
+
+
+def child_exit_code(spec: ProcessSpec) -> int:
+    """Report a child that exited on its own; return a non-zero exit code for tf.py."""
+    assert spec.process is not None
+    code = spec.process.returncode
+    say(f"{spec.name} exited with code {code}; stopping the others")
+    return code if code > 0 else 1
+
+
+# --- start ----------------------------------------------------------------------------------
+
+
+def base_url(host: str, port: int) -> str:
+    """Return the URL a browser on this machine uses to reach the server."""
+    if host in ("0.0.0.0", "", "::"):  # noqa: S104 (we only print and probe it)
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Fail fast with a clear message when something already listens on host:port.
+
+    Otherwise gunicorn retries for a few seconds, and another TaskForge on that port would
+    answer our /health probe in the meantime.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As gunicorn does: a port in TIME_WAIT is free, a listening one is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            message = f"cannot listen on {host}:{port}: {exc.strerror}; pick another --port"
+            raise Failure(message) from None
+
+
+def is_healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def wait_until_healthy(url: str, specs: list[ProcessSpec], stop: threading.Event) -> int | None:
+    """Poll /health; return an exit code if a child died or time ran out, None when healthy."""
+    deadline = time.monotonic() + HEALTH_TIMEOUT_SECONDS
+    while not stop.is_set():
+        if (dead := first_exited(specs)) is not None:
+            return child_exit_code(dead)
+        if is_healthy(url):
+            return None
+        if time.monotonic() > deadline:
+            say(f"{url}/health did not answer 200 within {HEALTH_TIMEOUT_SECONDS:.0f} s")
+            return 1
+        stop.wait(0.5)
+    return None
+
+
+def print_banner(url: str, demo: dict[str, Any]) -> None:
+    password = demo.get("password") or (
+        "(unchanged; the demo user existed before — reset it with "
+        f"`python3 tf.py manage changepassword {demo.get('email', DEMO_EMAIL)}`)"
+    )
+    api_key = (
+        demo.get("api_key")
+        or "(not shown again: create one with POST /api/v1/projects/{id}/api-keys)"
+    )
+    lines = [
+        "",
+        "=" * 72,
+        f"  TaskForge is running at {url}/",
+        "",
+        f"  Admin       {url}/admin/   (log in with the demo login below)",
+        f"  API         {url}/api/v1/   (docs: {url}/api/docs/)",
+        "",
+        f"  Login       {demo.get('email', DEMO_EMAIL)}",
+        f"  Password    {password}",
+        f"  API key     {api_key}",
+        f"  Project id  {demo.get('project_id', '?')}",
+        "",
+        "  Submit a job:",
+        f'    curl -X POST -H "Authorization: Bearer {demo.get("api_key") or "<key>"}" '
+        '-H "Content-Type: application/json"',
+        f"""      -d '{{"queue": "default", "job_type": "demo.hello", "payload": {{}}}}' """
+        f"{url}/api/v1/jobs",
+        "",
+        f"  Credentials are saved in {DEMO_FILE.relative_to(ROOT)}. Ctrl-C stops everything.",
+        "=" * 72,
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def supervise(specs: list[ProcessSpec], url: str, demo: dict[str, Any]) -> int:
+    """Run the children until Ctrl-C/SIGTERM (exit 0) or until one of them dies (non-zero)."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        start_processes(specs)
+        code = wait_until_healthy(url, specs, stop)
+        if code is not None:
+            return code
+        if not stop.is_set():
+            print_banner(url, demo)
+        while not stop.is_set():
+            if (dead := first_exited(specs)) is not None:
+                return child_exit_code(dead)
+            stop.wait(0.5)
+        return 0
+    finally:
+        stop_processes(specs)
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    ensure_port_free(args.host, args.port)
+    ensure_venv(dev=False)
+    say("applying migrations")
+    run(manage_argv("migrate", "--noinput"), "manage.py migrate", quiet=True)
+    demo = ensure_demo_tenant()
+    return supervise(process_specs(args.host, args.port), base_url(args.host, args.port), demo)
+
+
+# --- test -----------------------------------------------------------------------------------
+
+
+def test_steps(pytest_args: list[str]) -> list[list[str]]:
+    tool = str(VENV_BIN)
+    return [
+        [f"{tool}/ruff", "check", "."],
+        [f"{tool}/ruff", "format", "--check", "."],
+        [f"{tool}/mypy", "."],
+        [f"{tool}/lint-imports"],
+        manage_argv("makemigrations", "--check", "--dry-run"),
+        [str(VENV_PYTHON), "-m", "pytest", "-n", "2", "--dist", "loadfile", *pytest_args],
+    ]
+
+
+def display(argv: list[str]) -> str:
+    """Show a command the way a developer would type it inside the activated virtualenv."""
+    first = Path(argv[0])
+    words = [first.name, *argv[1:]]
+    if first == VENV_PYTHON:
+        words = argv[1:]
+        if words and words[0] == MANAGE:
+            words[0] = "manage.py"
+        elif words[:2] == ["-m", "pytest"]:
+            words = words[1:]
+    return " ".join(words)
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    ensure_venv(dev=True)
+    started = time.monotonic()
+    for argv in test_steps(args.pytest_args):
+        print(f"\n==> {display(argv)}", flush=True)
+        step_started = time.monotonic()
+        # pytest's exit code 5 ("no tests collected") is non-zero, so it fails the run too.
+        returncode = subprocess.run(argv, cwd=ROOT, env=venv_env(), check=False).returncode  # noqa: S603
+        elapsed = time.monotonic() - step_started
+        if returncode != 0:
+            print(f"==> FAILED (exit code {returncode}) after {elapsed:.1f} s", flush=True)
+            return returncode
+        print(f"==> ok ({elapsed:.1f} s)", flush=True)
+    print(f"\nAll checks passed in {time.monotonic() - started:.1f} s.", flush=True)
+    return 0
+
+
+# --- manage ---------------------------------------------------------------------------------
+
+
+def cmd_manage(args: argparse.Namespace) -> NoReturn:
+    ensure_venv(dev=False)
+    os.chdir(ROOT)
+    os.execve(str(VENV_PYTHON), manage_argv(*args.manage_args), venv_env())  # noqa: S606
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tf.py",
+        description="Install, run and test TaskForge with nothing but Python 3.11+.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    start = commands.add_parser(
+        "start",
+        help="install, migrate, create a demo tenant and run TaskForge",
+        description="Create .venv and install TaskForge if needed, apply migrations, create the "
+        "demo tenant once (saved in .taskforge/demo.json), then run the web server until Ctrl-C. "
+        "Without DATABASE_URL an embedded PostgreSQL under .taskforge/ is used.",
+    )
+    start.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    start.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    start.set_defaults(handler=cmd_start)
+    test = commands.add_parser(
+        "test",
+        help="run ruff, mypy, import-linter, the migrations check and pytest",
+        description="Install the dev dependencies if needed, then run, stopping at the first "
+        "failure: ruff check, ruff format --check, mypy, lint-imports, makemigrations --check, "
+        "pytest -n 2 --dist loadfile. Extra arguments go to pytest unchanged, e.g. "
+        "`tf.py test -k queue -x`; `tf.py test -- --help` shows pytest's own help.",
+    )
+    test.add_argument("pytest_args", nargs="*", help="extra arguments for pytest")
+    test.set_defaults(handler=cmd_test)
+    manage = commands.add_parser(
+        "manage",
+        help="run a manage.py command inside the virtualenv",
+        description="Run manage.py with the virtualenv's Python, e.g. "
+        "`python3 tf.py manage createsuperuser` or `python3 tf.py manage help migrate`.",
+    )
+    manage.add_argument("manage_args", nargs="*", help="arguments for manage.py")
+    manage.set_defaults(handler=cmd_manage)
+    return parser
+
+
+PASSTHROUGH = {"test": "pytest_args", "manage": "manage_args"}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Parse tf.py's arguments; after `test` or `manage` everything goes to pytest/manage.py.
+
+    argparse would reorder or reject options it does not know (`test -k name -x`), so only a
+    lone -h/--help after those commands is tf.py's own; a leading `--` is dropped.
+    """
+    parser = build_parser()
+    if len(argv) >= 2 and argv[0] in PASSTHROUGH and argv[1:] not in (["-h"], ["--help"]):
+        args = parser.parse_args(argv[:1])
+        rest = argv[2:] if argv[1] == "--" else argv[1:]
+        setattr(args, PASSTHROUGH[argv[0]], rest)
+        return args
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    if sys.version_info < (3, 11):  # noqa: UP036 (the message is the point)
+        sys.exit("TaskForge needs Python 3.11 or newer")
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return int(args.handler(args))
+    except Failure as exc:
+        say(str(exc))
+        return exc.returncode
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

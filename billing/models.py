@@ -16,9 +16,11 @@ class Tier(models.TextChoices):
 
 
 # Default limits per tier; a subscription may override any of them in its `limits` JSON.
+# requests_per_minute counts API requests; workers long-poll and report in batches, so a busy
+# worker fleet makes a few requests per second, not one per job.
 TIER_LIMITS: dict[str, dict[str, int | None]] = {
-    Tier.STARTER: {"jobs_per_month": 100_000, "max_concurrency": 50, "requests_per_minute": 600},
-    Tier.PRO: {"jobs_per_month": 5_000_000, "max_concurrency": 500, "requests_per_minute": 6_000},
+    Tier.STARTER: {"jobs_per_month": 100_000, "max_concurrency": 50, "requests_per_minute": 6_000},
+    Tier.PRO: {"jobs_per_month": 5_000_000, "max_concurrency": 500, "requests_per_minute": 60_000},
     Tier.ENTERPRISE: {"jobs_per_month": None, "max_concurrency": None, "requests_per_minute": None},
 }
 

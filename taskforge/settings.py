@@ -155,6 +155,7 @@ REST_FRAMEWORK = {
         "rest_framework_simplejwt.authentication.JWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.ScopedAccess"],
+    "DEFAULT_THROTTLE_CLASSES": ["billing.throttling.PlanRateThrottle"],
     "EXCEPTION_HANDLER": "taskforge.lib.api_errors.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }

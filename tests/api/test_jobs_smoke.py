@@ -12,7 +12,9 @@ def client(make_api_key):
 
 @pytest.mark.django_db(transaction=True)
 def test_it_submits_and_reads_a_job(client, queue):
-    r = client.post("/api/v1/jobs", {"queue": "default", "job_type": "t", "payload": {"a": 1}}, format="json")
+    r = client.post(
+        "/api/v1/jobs", {"queue": "default", "job_type": "t", "payload": {"a": 1}}, format="json"
+    )
     assert r.status_code == 201, r.content
     job = r.json()
     assert job["queue"] == "default" and job["state"] == "pending"
@@ -20,7 +22,9 @@ def test_it_submits_and_reads_a_job(client, queue):
     assert r.status_code == 200 and r.json()["parents"] == []
     r = client.get("/api/v1/jobs?limit=1")
     assert r.status_code == 200 and len(r.json()["results"]) == 1
-    r = client.post("/api/v1/jobs", {"queue": "default", "job_type": "t", "priority": 12}, format="json")
+    r = client.post(
+        "/api/v1/jobs", {"queue": "default", "job_type": "t", "priority": 12}, format="json"
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "validation_error", r.content
     r = client.post("/api/v1/jobs", "{bad", content_type="application/json")
     assert r.status_code == 400 and r.json()["error"]["code"] == "validation_error", r.content

@@ -92,4 +92,3 @@ def ip_allowed(organization: Organization, address: str) -> bool:
     except ValueError:
         return False
     return any(ip in ipaddress.ip_network(cidr, strict=False) for cidr in organization.ip_allowlist)
-

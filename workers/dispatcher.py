@@ -149,7 +149,8 @@ class Dispatcher:
             Worker.objects.all_tenants()
             .filter(status=WorkerStatus.ONLINE)
             .order_by("pk")
-            .select_for_update(skip_locked=True)
+            # NO KEY: rows that merely reference a worker (assignments) need not wait for us.
+            .select_for_update(skip_locked=True, no_key=True)
             .values_list("pk", "capacity")
         )
         if not capacity:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from jobs import api
+from jobs import api, queue_api
 
 app_name = "jobs"
 
@@ -14,4 +14,7 @@ urlpatterns = [
     path("jobs/<str:job_id>/cancel", api.JobCancelApi.as_view(), name="cancel"),
     path("jobs/<str:job_id>/retry", api.JobRetryApi.as_view(), name="retry"),
     path("batches/<str:batch_id>", api.BatchDetailApi.as_view(), name="batch-detail"),
+    # --- queue endpoints served by jobs (queue_api.py) ---
+    path("queues/<str:name>/purge", queue_api.QueuePurgeApi.as_view(), name="queue-purge"),
+    path("queues/<str:name>/stats", queue_api.QueueStatsApi.as_view(), name="queue-stats"),
 ]

@@ -1,11 +1,160 @@
-"""Queue operator actions. Purging lives in jobs.services (it deletes jobs)."""
+"""Queue operator actions: create, update, delete, pause, resume.
+
+Purging lives in jobs.services (it deletes jobs). Queues sit below jobs, so this module reaches
+a queue's jobs only through the reverse relation ``queue.jobs`` and never imports jobs.
+"""
 
 from __future__ import annotations
 
-from django.db import transaction
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count
 
 from accounts.audit import SYSTEM, Actor, record_audit
+from accounts.models import Project
 from queues.models import Queue
+from taskforge.lib.errors import Conflict, NotFound, ValidationFailed
+
+# ASCII only, no "/", and never "." or ".." (clients normalise those away in a URL path).
+NAME_RE = re.compile(r"\A[A-Za-z0-9_.:-]{1,100}\Z")
+# The model fields the API may set; everything else (paused, created_at…) has its own action.
+EDITABLE_FIELDS = frozenset(
+    {
+        "name",
+        "priority",
+        "max_concurrency",
+        "max_attempts",
+        "backoff_base_seconds",
+        "backoff_max_seconds",
+        "backoff_multiplier",
+        "backoff_jitter",
+        "timeout_seconds",
+        "rate_limit_per_second",
+        "retention_days",
+    }
+)
+# Job states that mean "work not yet done": deleting a queue would silently drop them.
+# Literal states, not jobs.models.JobState: jobs sits above queues.
+UNFINISHED_JOB_STATES = ("blocked", "scheduled", "pending", "processing")
+
+
+class QueueNotFound(NotFound):
+    pass
+
+
+class QueueNameTaken(Conflict):
+    pass
+
+
+class QueueNotEmpty(Conflict):
+    pass
+
+
+def get_queue(project: Project, name: str) -> Queue:
+    """The project's queue of this name; a missing and a foreign queue both raise QueueNotFound."""
+    queue = Queue.objects.for_project(project).select_related("project").filter(name=name).first()
+    if queue is None:
+        raise QueueNotFound(f"queue {name!r} not found", details={"queue": name})
+    return queue
+
+
+def create_queue(
+    project: Project, *, name: str, actor: Actor = SYSTEM, settings: Mapping[str, Any] | None = None
+) -> Queue:
+    """Create a queue; fields missing from ``settings`` take the model's defaults."""
+    fields = {**(settings or {}), "name": name}
+    _check_fields(fields)
+    queue = Queue(organization_id=project.organization_id, project=project, **fields)
+    _check_policy(queue)
+    try:
+        with transaction.atomic(durable=True):
+            queue.save(force_insert=True)
+            record_audit(
+                project.organization_id,
+                "queue.created",
+                actor=actor,
+                project=project,
+                target_type="queue",
+                target_id=queue.name,
+                metadata={"queue_id": str(queue.pk), "settings": _snapshot(queue, EDITABLE_FIELDS)},
+            )
+    except IntegrityError as exc:
+        if _is_name_clash(exc):
+            raise _name_taken(name) from None
+        raise
+    return queue
+
+
+def update_queue(queue: Queue, *, changes: Mapping[str, Any], actor: Actor = SYSTEM) -> Queue:
+    """Apply ``changes`` (model field names) to the queue; audit what actually changed."""
+    _check_fields(changes)
+    try:
+        with transaction.atomic(durable=True):
+            # Lock the row: two PATCHes must not each validate against the other's old values.
+            locked = _locked(queue)
+            before = _snapshot(locked, changes)
+            for field, value in changes.items():
+                setattr(locked, field, value)
+            _check_policy(locked)
+            changed = {
+                f: [before[f], v] for f, v in _snapshot(locked, changes).items() if before[f] != v
+            }
+            if changed:
+                locked.save(update_fields=list(changed))
+                record_audit(
+                    locked.organization_id,
+                    "queue.updated",
+                    actor=actor,
+                    project=locked.project,
+                    target_type="queue",
+                    target_id=locked.name,
+                    metadata={"queue_id": str(locked.pk), "changes": changed},
+                )
+    except IntegrityError as exc:
+        if _is_name_clash(exc):
+            raise _name_taken(str(changes.get("name"))) from None
+        raise
+    return locked
+
+
+def delete_queue(queue: Queue, *, force: bool = False, actor: Actor = SYSTEM) -> int:
+    """Delete the queue with its jobs, schedules and worker assignments; return the jobs deleted.
+
+    Refuse (QueueNotEmpty) while the queue has unfinished jobs, unless ``force``.
+    """
+    with transaction.atomic(durable=True):
+        # FOR UPDATE conflicts with the FOR KEY SHARE lock that inserting a job takes on its
+        # queue row: a submission racing this delete either commits first (and is counted
+        # below) or waits and then fails its foreign key check; it never lands in a dead queue.
+        locked = _locked(queue)
+        counts = dict(
+            locked.jobs.filter(state__in=UNFINISHED_JOB_STATES)
+            .values("state")
+            .annotate(n=Count("*"))
+            .values_list("state", "n")
+        )
+        unfinished = sum(counts.values())
+        if unfinished and not force:
+            raise QueueNotEmpty(
+                f"queue {locked.name!r} has {unfinished} unfinished job(s); "
+                "cancel or purge them first, or delete with ?force=true",
+                details={"queue": locked.name, "unfinished_jobs": counts},
+            )
+        jobs = locked.jobs.count()
+        locked.delete()
+        record_audit(
+            queue.organization_id,
+            "queue.deleted",
+            actor=actor,
+            project=queue.project,
+            target_type="queue",
+            target_id=queue.name,
+            metadata={"queue_id": str(queue.pk), "force": force, "jobs_deleted": jobs},
+        )
+    return jobs
 
 
 def pause_queue(queue: Queue, *, actor: Actor = SYSTEM) -> Queue:
@@ -31,3 +180,58 @@ def _set_paused(queue: Queue, *, paused: bool, actor: Actor) -> Queue:
             target_id=queue.name,
         )
     return queue
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _locked(queue: Queue) -> Queue:
+    try:
+        return (
+            Queue.objects.for_project(queue.project)
+            .select_related("project")
+            .select_for_update(of=("self",))
+            .get(pk=queue.pk)
+        )
+    except Queue.DoesNotExist:  # deleted since the caller read it
+        raise QueueNotFound(
+            f"queue {queue.name!r} not found", details={"queue": queue.name}
+        ) from None
+
+
+def _check_fields(fields: Mapping[str, Any]) -> None:
+    unknown = set(fields) - EDITABLE_FIELDS
+    if unknown:  # a caller's bug, not bad input: the API's serializers never pass these
+        raise TypeError(f"not editable queue fields: {sorted(unknown)}")
+    name = fields.get("name")
+    if name is not None and (not NAME_RE.fullmatch(name) or set(name) == {"."}):
+        raise ValidationFailed(
+            "name: 1-100 characters of A-Z a-z 0-9 _ . : - (and not only dots)",
+            details={"field": "name"},
+        )
+
+
+def _check_policy(queue: Queue) -> None:
+    """Rules across fields, checked on the merged values (a PATCH may send only one side)."""
+    if queue.backoff_max_seconds < queue.backoff_base_seconds:
+        raise ValidationFailed(
+            "backoff.max_seconds: must be at least backoff.base_seconds "
+            f"({queue.backoff_base_seconds})",
+            details={"field": "backoff.max_seconds"},
+        )
+
+
+def _snapshot(queue: Queue, fields: Iterable[str]) -> dict[str, Any]:
+    return {field: getattr(queue, field) for field in sorted(fields)}
+
+
+def _is_name_clash(exc: IntegrityError) -> bool:
+    """Did the unique (project, name) constraint refuse the row? Other errors are bugs."""
+    diag = getattr(exc.__cause__, "diag", None)
+    return getattr(diag, "constraint_name", None) == "queue_name_unique"
+
+
+def _name_taken(name: str) -> QueueNameTaken:
+    return QueueNameTaken(
+        f"a queue named {name!r} already exists in this project", details={"field": "name"}
+    )

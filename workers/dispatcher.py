@@ -35,6 +35,9 @@ from workers.planning import Assignment, RoundRobinState, plan_slots
 
 logger = logging.getLogger("taskforge.dispatcher")
 
+# Seconds between lease-expiry / silent-worker sweeps while the dispatcher is busy.
+SWEEP_INTERVAL = 1.0
+
 # Tables whose statistics and dead rows the maintenance step looks after.
 HOT_TABLES = (Job._meta.db_table, JobExecution._meta.db_table, Worker._meta.db_table)
 
@@ -68,15 +71,25 @@ class Dispatcher:
         self._round_robin: RoundRobinState = {}
         self._listener: psycopg.Connection[Any] | None = None
         self._next_maintenance = 0.0
+        self._next_sweep = 0.0
 
     # --- steps --------------------------------------------------------------------------------
 
     def tick(self) -> TickResult:
-        """Run every step once, in order."""
+        """Run every step once, in order.
+
+        Lease expiry and the silent-worker sweep need no sub-second precision, so a busy
+        dispatcher (woken by every batch of results) runs them at most once per
+        SWEEP_INTERVAL, or again at once when their last run hit the batch limit.
+        """
         promoted = self.promote_due()
         assigned = self.assign()
-        expired = self.expire_leases()
-        offline = self.mark_silent_workers()
+        expired = offline = 0
+        if time.monotonic() >= self._next_sweep:
+            expired = self.expire_leases()
+            offline = self.mark_silent_workers()
+            behind = self.batch_size in (expired, offline)
+            self._next_sweep = time.monotonic() + (0 if behind else SWEEP_INTERVAL)
         full = self.batch_size in (promoted, assigned, expired, offline)
         return TickResult(promoted, assigned, expired, offline, full)
 

@@ -143,6 +143,19 @@ def delete_queue(queue: Queue, *, force: bool = False, actor: Actor = SYSTEM) ->
                 "cancel or purge them first, or delete with ?force=true",
                 details={"queue": locked.name, "unfinished_jobs": counts},
             )
+        # Deleting a parent would leave its waiting children in other queues blocked forever
+        # (nothing would ever release or cancel them): refuse even with force.
+        dependents = (
+            locked.jobs.filter(state__in=UNFINISHED_JOB_STATES, child_edges__isnull=False)
+            .exclude(child_edges__child__queue=locked)
+            .count()
+        )
+        if dependents:
+            raise QueueNotEmpty(
+                f"{dependents} unfinished job(s) of queue {locked.name!r} have dependent jobs in "
+                "other queues; cancel them first (POST /api/v1/jobs/bulk), then delete",
+                details={"queue": locked.name, "jobs_with_dependents_elsewhere": dependents},
+            )
         jobs = locked.jobs.count()
         locked.delete()
         record_audit(

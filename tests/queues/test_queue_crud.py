@@ -374,3 +374,20 @@ def test_it_refuses_a_bad_force_value(api, project, queue):
 
 def test_it_answers_404_when_deleting_a_missing_queue(api):
     assert_refused(api.delete("/api/v1/queues/nope"), 404, "not_found")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_force_delete_refuses_while_unfinished_jobs_have_children_in_other_queues(
+    project, queue, make_queue
+):
+    from jobs import services as job_services
+    from jobs.submission import JobSpec
+    from queues.services import QueueNotEmpty, delete_queue
+
+    make_queue("other")
+    parent, _ = job_services.submit_job(project, JobSpec(queue="default", job_type="p"))
+    job_services.submit_job(project, JobSpec(queue="other", job_type="c", depends_on=[parent.pk]))
+    with pytest.raises(QueueNotEmpty) as refused:
+        delete_queue(queue, force=True)
+    assert refused.value.details["jobs_with_dependents_elsewhere"] == 1
+    assert type(queue).objects.for_project(project).filter(pk=queue.pk).exists()

@@ -73,12 +73,6 @@ class DuplicateIdempotencyKey(Exception):
     """A concurrent submit committed one of these idempotency keys first."""
 
 
-def transaction_now() -> datetime:
-    """now() of the current transaction (constant for the whole transaction)."""
-    value: datetime = _execute("transaction_now", {})[0][0]
-    return value
-
-
 def insert_jobs(rows: Sequence[tuple[Any, ...]]) -> None:
     """COPY new job rows (values in JOB_COLUMNS order; payload and result as JSON text)."""
     with _cursor() as cursor:

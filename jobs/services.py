@@ -144,7 +144,7 @@ def _submit(
     *,
     as_batch: bool,
 ) -> Submitted:
-    queues = _resolve_queues(project, specs, as_batch=as_batch)
+    queues, now = _resolve_queues(project, specs, as_batch=as_batch)
     existing = _existing_by_key(project, specs)
     parent_states = _lock_parents(project, specs, as_batch=as_batch)
     batch = None
@@ -157,7 +157,6 @@ def _submit(
         existing[s.idempotency_key][0] if i in repeats and s.idempotency_key else uuid7()
         for i, s in enumerate(specs)
     ]
-    now = claiming.transaction_now()
     rows = _new_rows(
         project, specs, payloads, queues, parent_states, existing, by_ref, ids, repeats, batch, now
     )
@@ -186,14 +185,17 @@ def _where(as_batch: bool, index: int, name: str) -> tuple[str, dict[str, Any]]:
 
 def _resolve_queues(
     project: Project, specs: Sequence[JobSpec], *, as_batch: bool
-) -> dict[str, Queue]:
+) -> tuple[dict[str, Queue], datetime]:
+    """The specs' queues by name, and the transaction's now() read in the same round trip."""
     names = {s.queue for s in specs}
-    queues = {q.name: q for q in Queue.objects.for_project(project).filter(name__in=names)}
+    rows = Queue.objects.for_project(project).filter(name__in=names).annotate(db_now=Now())
+    queues = {q.name: q for q in rows}
     for index, spec in enumerate(specs):
         if spec.queue not in queues:
             where, details = _where(as_batch, index, "queue")
             raise ValidationFailed(f"{where}: no queue named {spec.queue!r}", details=details)
-    return queues
+    now: datetime = next(iter(queues.values())).db_now  # type: ignore[attr-defined]
+    return queues, now
 
 
 def _existing_by_key(project: Project, specs: Sequence[JobSpec]) -> dict[str, tuple[UUID, str]]:

@@ -22,7 +22,13 @@ from types import FrameType
 from typing import Any
 
 import psycopg
-from django.db import close_old_connections, connection, transaction
+from django.db import (
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+    transaction,
+)
 from django.db.models import Count
 from django.db.models.functions import Now
 
@@ -34,6 +40,9 @@ from workers.models import QueueWorkerAssignment, Worker, WorkerStatus
 from workers.planning import Assignment, RoundRobinState, plan_slots
 
 logger = logging.getLogger("taskforge.dispatcher")
+
+# Seconds of idleness after which the next tick first checks its database connection.
+HEALTH_CHECK_AFTER_IDLE = 5.0
 
 # Seconds between lease-expiry / silent-worker sweeps while the dispatcher is busy.
 SWEEP_INTERVAL = 1.0
@@ -72,6 +81,7 @@ class Dispatcher:
         self._listener: psycopg.Connection[Any] | None = None
         self._next_maintenance = 0.0
         self._next_sweep = 0.0
+        self._failures = 0
 
     # --- steps --------------------------------------------------------------------------------
 
@@ -105,13 +115,14 @@ class Dispatcher:
             free = self._free_slots()
             if not free:
                 return 0
-            assignments = self._assignments(free)
+            assignments, capped = self._assignments(free)
             queue_ids = {a.queue_id for choices in assignments.values() for a in choices}
             if not queue_ids:
                 return 0
             budget = min(self.batch_size, sum(free.values()))
             available = claiming.pending_available(sorted(queue_ids), cap=budget)
-            self._apply_concurrency_caps(available)
+            if capped:
+                self._apply_concurrency_caps(available, capped)
             slots = plan_slots(free, assignments, available, budget=budget, state=self._round_robin)
             claimed = claiming.claim_jobs(slots, lease_seconds=self.lease_seconds)
             claiming.notify([claiming.worker_channel(worker_id) for _, worker_id in claimed])
@@ -178,18 +189,28 @@ class Dispatcher:
         free = {w: cap - running.get(w, 0) for w, cap in capacity.items()}
         return {w: n for w, n in free.items() if n > 0}
 
-    def _assignments(self, free: dict[uuid.UUID, int]) -> dict[uuid.UUID, list[Assignment]]:
+    def _assignments(
+        self, free: dict[uuid.UUID, int]
+    ) -> tuple[dict[uuid.UUID, list[Assignment]], set[uuid.UUID]]:
+        """Each worker's active assignments to unpaused queues, and the queues with a cap."""
         rows = (
             QueueWorkerAssignment.objects.all_tenants()
             .filter(worker_id__in=list(free), is_active=True, queue__paused=False)
-            .values_list("worker_id", "queue_id", "weight", "queue__priority")
+            .values_list(
+                "worker_id", "queue_id", "weight", "queue__priority", "queue__max_concurrency"
+            )
         )
         by_worker: dict[uuid.UUID, list[Assignment]] = defaultdict(list)
-        for worker_id, queue_id, weight, priority in rows:
+        capped: set[uuid.UUID] = set()
+        for worker_id, queue_id, weight, priority, max_concurrency in rows:
             by_worker[worker_id].append(Assignment(queue_id, weight, priority))
-        return by_worker
+            if max_concurrency is not None:
+                capped.add(queue_id)
+        return by_worker, capped
 
-    def _apply_concurrency_caps(self, available: dict[uuid.UUID, int]) -> None:
+    def _apply_concurrency_caps(
+        self, available: dict[uuid.UUID, int], capped: set[uuid.UUID]
+    ) -> None:
         """Lower each capped queue's availability to its max_concurrency headroom.
 
         The queue rows are locked first, so dispatchers take turns on capped queues and the
@@ -197,7 +218,7 @@ class Dispatcher:
         """
         rows = (
             Queue.objects.all_tenants()
-            .filter(pk__in=list(available), max_concurrency__isnull=False)
+            .filter(pk__in=list(capped), max_concurrency__isnull=False)
             .order_by("pk")
             .select_for_update()
             .values_list("pk", "max_concurrency")
@@ -229,10 +250,22 @@ class Dispatcher:
             self.poll_interval,
             self.batch_size,
         )
+        idle_since = time.monotonic()
         try:
             while not self.stopping:
-                close_old_connections()
-                result = self.tick()
+                # Django's connection health check costs a round trip; pay it after an idle
+                # spell, not on every busy wake-up (a broken connection is caught below).
+                if time.monotonic() - idle_since > HEALTH_CHECK_AFTER_IDLE:
+                    close_old_connections()
+                try:
+                    result = self.tick()
+                    self._maybe_maintain()
+                except (OperationalError, InterfaceError) as exc:
+                    if once:
+                        raise
+                    self._recover(exc)
+                    continue
+                self._failures = 0
                 if result:
                     logger.info(
                         "tick: promoted=%d assigned=%d expired=%d offline=%d",
@@ -241,14 +274,23 @@ class Dispatcher:
                         result.expired,
                         result.offline,
                     )
-                self._maybe_maintain()
                 if once:
                     break
                 if not result.full and not self.stopping:
+                    idle_since = time.monotonic()
                     self._wait()
         finally:
             self._close_listener()
         logger.info("dispatcher %s stopped", self.identity)
+
+    def _recover(self, exc: Exception) -> None:
+        """The database went away (restart, failover, network): reconnect with backoff."""
+        self._failures += 1
+        delay = min(30.0, 0.5 * 2 ** min(self._failures - 1, 6))
+        logger.error("database error (%s); retrying in %.1fs", exc, delay)
+        connection.close()
+        self._close_listener()
+        self._sleep(delay)
 
     def _maybe_maintain(self) -> None:
         if time.monotonic() >= self._next_maintenance:

@@ -3,7 +3,7 @@
 -- here as INSERT … SELECT FROM unnest(arrays).
 -- Columns are every concrete field of jobs.models.Job, in model order (JOB_COLUMNS in
 -- jobs/claiming.py; a test keeps the two equal). State and run_at are decided by the caller
--- from the transaction's now() (transaction_now.sql), so times still come from the database
+-- from the transaction's now() (read with the queues), so times still come from the database
 -- clock.
 -- Concurrency: COPY has no ON CONFLICT. A concurrent submit that committed the same
 -- (project, idempotency_key) first makes this COPY fail with a unique violation; the caller

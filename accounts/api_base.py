@@ -41,6 +41,11 @@ class TenantAPIView(APIView):
     admin_only = False
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        for name, values in request.query_params.lists():
+            if any("\x00" in value for value in values):
+                raise ValidationFailed(
+                    f"{name}: must not contain NUL characters", details={"field": name}
+                )
         self.perform_authentication(request)
         if request.user and request.user.is_authenticated:
             self._resolve_tenant(request)

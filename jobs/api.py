@@ -23,7 +23,7 @@ from accounts.api_base import (
 )
 from accounts.models import Project
 from jobs import services
-from jobs.models import ExecutionLog, Job, JobExecution, JobState
+from jobs.models import Batch, ExecutionLog, Job, JobExecution, JobState
 from jobs.serializers import (
     BatchStatusSerializer,
     BatchSubmitSerializer,
@@ -102,7 +102,10 @@ class JobListApi(TenantAPIView):
         serializer = JobSubmitSerializer(data=data)
         serializer.is_valid(raise_exception=True)
         job, created = services.submit_job(project_of(request), serializer.to_spec())
-        context = {"queue_names": {job.queue_id: serializer.validated_data["queue"]}}
+        # A repeat returns the existing job, which may sit in another queue than the request names.
+        context = (
+            {"queue_names": {job.queue_id: serializer.validated_data["queue"]}} if created else {}
+        )
         return Response(
             JobSerializer(job, context=context).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
@@ -281,5 +284,10 @@ class BatchDetailApi(TenantAPIView):
 
     @extend_schema(summary="Progress of a batch", responses=BatchStatusSerializer)
     def get(self, request: Request, batch_id: str) -> Response:
-        batch = services.batch_status(project_of(request), batch_id)
+        try:
+            batch = services.batch_status(project_of(request), batch_id)
+        except NotFound:
+            if _is_uuid(batch_id):
+                note_cross_tenant_attempt(request, organization_of(request), Batch, batch_id)
+            raise
         return Response(BatchStatusSerializer(batch).data)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from django.utils import timezone
 from rest_framework import serializers
 
 from jobs.models import ExecutionLog, Job, JobExecution, JobState
@@ -11,12 +13,23 @@ from jobs.submission import JobSpec
 from taskforge.lib.serializers import StrictSerializer
 
 
+class AwareDateTimeField(serializers.DateTimeField):
+    """A timestamp that must say its timezone: a naive one would be guessed, silently."""
+
+    def enforce_timezone(self, value: datetime) -> datetime:
+        if timezone.is_naive(value):
+            raise serializers.ValidationError(
+                "Must include a timezone (ISO-8601 with Z or an offset)."
+            )
+        return super().enforce_timezone(value)
+
+
 class JobSubmitSerializer(StrictSerializer):
     queue = serializers.CharField(max_length=100)
     job_type = serializers.CharField(max_length=200)
     payload = serializers.JSONField(required=False, default=dict)
     priority = serializers.IntegerField(min_value=0, max_value=9, required=False, default=5)
-    run_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    run_at = AwareDateTimeField(required=False, allow_null=True, default=None)
     delay_seconds = serializers.FloatField(
         min_value=0, max_value=366 * 24 * 3600, required=False, allow_null=True, default=None
     )
@@ -127,6 +140,11 @@ class BulkActionSerializer(StrictSerializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if ("ids" in attrs) == ("filter" in attrs):
             raise serializers.ValidationError({"ids": ["Give exactly one of ids or filter."]})
+        if "filter" in attrs and not attrs["filter"]:
+            # An empty filter would act on every job of the project: make that deliberate.
+            raise serializers.ValidationError(
+                {"filter": ["Give at least one of state, queue, job_type, tag."]}
+            )
         return attrs
 
 

@@ -117,6 +117,14 @@ def validate_spec(index: int | None, spec: JobSpec) -> str:
         _check_text(index, "tags", tag, max_length=100)
     if spec.ref is not None:
         _check_text(index, "ref", spec.ref, max_length=100)
+    # A parent named twice would count twice in pending_parents but make one edge: the child
+    # would wait forever for a second success.
+    for name, parents in (
+        ("depends_on", spec.depends_on),
+        ("depends_on_refs", spec.depends_on_refs),
+    ):
+        if len(set(parents)) != len(parents):
+            raise _fail(index, name, "names the same parent twice")
     return encode_payload(index, spec.payload)
 
 

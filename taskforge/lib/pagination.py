@@ -10,9 +10,9 @@ import base64
 import binascii
 from datetime import datetime
 from typing import Any
-from uuid import UUID
 
-from django.db.models import Q, QuerySet
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Model, Q, QuerySet
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
@@ -27,18 +27,19 @@ def page_limit(request: Request) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    # isascii: str.isdigit() also accepts digits such as "²" that int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
         raise ValidationFailed(
             f"limit: must be an integer from 1 to {MAX_LIMIT}", details={"field": "limit"}
         )
     return int(raw)
 
 
-def _decode(cursor: str) -> tuple[datetime, str]:
+def _decode(cursor: str, model: type[Model]) -> tuple[datetime, Any]:
     try:
         created, _, pk = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(created), str(UUID(pk)) if "-" in pk else pk
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return datetime.fromisoformat(created), model._meta.pk.to_python(pk)
+    except (ValueError, binascii.Error, UnicodeDecodeError, DjangoValidationError):
         raise ValidationFailed(
             "cursor: not a cursor this API issued", details={"field": "cursor"}
         ) from None
@@ -54,7 +55,7 @@ def paginate(request: Request, queryset: QuerySet[Any], serialize: Any) -> Respo
     cursor = request.query_params.get("cursor")
     queryset = queryset.order_by("-created_at", "-pk")
     if cursor:
-        created_at, pk = _decode(cursor)
+        created_at, pk = _decode(cursor, queryset.model)
         queryset = queryset.filter(
             Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=pk)
         )

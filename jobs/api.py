@@ -25,14 +25,18 @@ from accounts.models import Project
 from jobs import services
 from jobs.models import Batch, ExecutionLog, Job, JobExecution, JobState
 from jobs.serializers import (
+    AppendLogsSerializer,
     BatchStatusSerializer,
     BatchSubmitSerializer,
     BatchSubmittedSerializer,
     BulkActionSerializer,
     BulkResultSerializer,
+    CompleteSerializer,
     ExecutionSerializer,
+    FailSerializer,
     JobDetailSerializer,
     JobSerializer,
+    JobStateSerializer,
     JobSubmitSerializer,
     LogSerializer,
 )
@@ -225,7 +229,23 @@ class JobExecutionsApi(TenantAPIView):
 
 
 class JobLogsApi(TenantAPIView):
-    scopes = JOB_SCOPES
+    # Reading logs is for anyone who reads jobs; writing them is the worker protocol.
+    scopes = {"read": "jobs:read", "write": "workers"}
+
+    @extend_schema(
+        summary="Append log lines to the job's current attempt (worker protocol)",
+        request=AppendLogsSerializer,
+        responses={201: OpenApiTypes.OBJECT},
+    )
+    def post(self, request: Request, job_id: str) -> Response:
+        job = _get_job(request, job_id)
+        serializer = AppendLogsSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        stored = services.append_logs(
+            project_of(request), job.pk, lease_token=data["lease_token"], entries=data["entries"]
+        )
+        return Response({"stored": stored}, status=status.HTTP_201_CREATED)
 
     @extend_schema(summary="The job's log lines, oldest first", responses=LogSerializer(many=True))
     def get(self, request: Request, job_id: str) -> Response:
@@ -291,3 +311,52 @@ class BatchDetailApi(TenantAPIView):
                 note_cross_tenant_attempt(request, organization_of(request), Batch, batch_id)
             raise
         return Response(BatchStatusSerializer(batch).data)
+
+
+WORKER_SCOPES = {"read": "workers", "write": "workers"}
+
+
+class JobCompleteApi(TenantAPIView):
+    scopes = WORKER_SCOPES
+
+    @extend_schema(
+        summary="Report success (worker protocol)",
+        request=CompleteSerializer,
+        responses=JobStateSerializer,
+        description="409 conflict when the lease token is stale: the lease expired and the "
+        "job was handed to another worker, it was cancelled, or it already has a result.",
+    )
+    def post(self, request: Request, job_id: str) -> Response:
+        job = _get_job(request, job_id)
+        serializer = CompleteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        job = services.complete_job(
+            project_of(request), job.pk, lease_token=data["lease_token"], result=data["result"]
+        )
+        return Response(JobStateSerializer(job).data)
+
+
+class JobFailApi(TenantAPIView):
+    scopes = WORKER_SCOPES
+
+    @extend_schema(
+        summary="Report failure (worker protocol); answers with the job's next state",
+        request=FailSerializer,
+        responses=JobStateSerializer,
+        description="A retryable failure schedules a retry after the queue's backoff while "
+        "attempts remain; otherwise the job is dead. 409 for a stale lease token.",
+    )
+    def post(self, request: Request, job_id: str) -> Response:
+        job = _get_job(request, job_id)
+        serializer = FailSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        job = services.fail_job(
+            project_of(request),
+            job.pk,
+            lease_token=data["lease_token"],
+            error=data["error"],
+            retryable=data["retryable"],
+        )
+        return Response(JobStateSerializer(job).data)

@@ -163,3 +163,32 @@ class BatchStatusSerializer(serializers.Serializer):
 class BatchSubmittedSerializer(serializers.Serializer):
     batch_id = serializers.UUIDField()
     jobs = JobSerializer(many=True)
+
+
+class CompleteSerializer(StrictSerializer):
+    lease_token = serializers.UUIDField()
+    result = serializers.JSONField(required=False, allow_null=True, default=None)
+
+
+class FailSerializer(StrictSerializer):
+    lease_token = serializers.UUIDField()
+    error = serializers.CharField(max_length=10_000, allow_blank=True)
+    retryable = serializers.BooleanField(default=True)
+
+
+class LogEntrySerializer(StrictSerializer):
+    level = serializers.ChoiceField(choices=["info", "warn", "error"], default="info")
+    message = serializers.CharField(max_length=10_000, allow_blank=True, trim_whitespace=False)
+    metadata = serializers.DictField(required=False, default=dict)
+
+
+class AppendLogsSerializer(StrictSerializer):
+    lease_token = serializers.UUIDField()
+    entries = LogEntrySerializer(many=True, allow_empty=False, max_length=1000)  # type: ignore[call-arg]
+
+
+class JobStateSerializer(serializers.Serializer[Any]):
+    id = serializers.UUIDField()
+    state = serializers.CharField()
+    attempts = serializers.IntegerField()
+    run_at = serializers.DateTimeField()

@@ -13,6 +13,8 @@ urlpatterns = [
     path("jobs/<str:job_id>/logs", api.JobLogsApi.as_view(), name="logs"),
     path("jobs/<str:job_id>/cancel", api.JobCancelApi.as_view(), name="cancel"),
     path("jobs/<str:job_id>/retry", api.JobRetryApi.as_view(), name="retry"),
+    path("jobs/<str:job_id>/complete", api.JobCompleteApi.as_view(), name="complete"),
+    path("jobs/<str:job_id>/fail", api.JobFailApi.as_view(), name="fail"),
     path("batches/<str:batch_id>", api.BatchDetailApi.as_view(), name="batch-detail"),
     # --- queue endpoints served by jobs (queue_api.py) ---
     path("queues/<str:name>/purge", queue_api.QueuePurgeApi.as_view(), name="queue-purge"),

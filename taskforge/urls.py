@@ -11,6 +11,7 @@ api_v1 = [
     path("", include("accounts.urls")),
     path("", include("queues.urls")),
     path("", include("jobs.urls")),
+    path("", include("workers.urls")),
 ]
 
 urlpatterns = [

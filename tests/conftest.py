@@ -22,6 +22,15 @@ def fast_password_hashing(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def stop_notification_hub() -> Any:
+    """A long-poll starts the process's LISTEN hub; stop it so no connection outlives a test."""
+    yield
+    from workers.notifications import stop_hub
+
+    stop_hub()
+
+
 def build_tenant(slug: str) -> tuple[Organization, Project, Queue]:
     org = Organization.objects.create(name=slug.title(), slug=slug)
     Subscription.objects.create(organization=org)

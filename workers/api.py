@@ -1,0 +1,276 @@
+"""Worker protocol endpoints (shared/API.md "Worker protocol"): API keys with scope `workers`.
+
+The long-poll (GET /workers/{id}/jobs?wait=) first hands over what is already assigned; if
+nothing is, it sleeps on this process's notification hub until the dispatcher NOTIFYs the
+worker's channel or ``wait`` runs out, re-checking every few seconds in case a NOTIFY was lost.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.db import close_old_connections
+from django.db.models import Count, Prefetch
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts.api_base import TenantAPIView, note_cross_tenant_attempt, organization_of, project_of
+from jobs import claiming
+from jobs.models import Job, JobState
+from jobs.services import ResultItem, report_results
+from taskforge.lib.errors import NotFound, ValidationFailed
+from workers import services
+from workers.models import QueueWorkerAssignment, Worker
+from workers.notifications import hub
+from workers.serializers import (
+    FetchResponseSerializer,
+    HeartbeatResponseSerializer,
+    HeartbeatSerializer,
+    QueueWeightSerializer,
+    RegisterWorkerSerializer,
+    ResultsResponseSerializer,
+    ResultsSerializer,
+    WorkerSerializer,
+)
+
+WORKER_SCOPES = {"read": "workers", "write": "workers"}
+MAX_WAIT_SECONDS = 30
+# A long-poll re-checks the database this often even without a NOTIFY (a lost notification,
+# a hub reconnecting), so a job is never stranded for the whole wait.
+RECHECK_SECONDS = 5.0
+
+
+def _worker(request: Request, worker_id: str) -> Worker:
+    try:
+        return services.get_worker(project_of(request), worker_id)
+    except NotFound:
+        note_cross_tenant_attempt(request, organization_of(request), Worker, worker_id)
+        raise
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        raise ValidationFailed(
+            f"{name}: must be an integer from {low} to {high}", details={"field": name}
+        )
+    return int(raw)
+
+
+def _running_counts(worker_ids: list[Any]) -> dict[Any, int]:
+    rows = (
+        Job.objects.all_tenants()
+        .filter(state=JobState.PROCESSING, worker_id__in=worker_ids)
+        .values("worker_id")
+        .annotate(n=Count("*"))
+    )
+    return {row["worker_id"]: row["n"] for row in rows}
+
+
+class WorkerListApi(TenantAPIView):
+    scopes = WORKER_SCOPES
+
+    @extend_schema(
+        summary="Register a worker (the same name again re-registers it: 200, same id)",
+        request=RegisterWorkerSerializer,
+        responses={201: WorkerSerializer, 200: WorkerSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = RegisterWorkerSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        weights = QueueWeightSerializer()
+        worker, created = services.register_worker(
+            project_of(request),
+            name=data["name"],
+            queues=[weights.to_weight(q) for q in data["queues"]],
+            capacity=data["capacity"],
+            worker_type=data["worker_type"],
+            endpoint_url=data["endpoint_url"],
+            metadata=data["metadata"],
+        )
+        body = WorkerSerializer(self._with_assignments(request, worker)).data
+        return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    @extend_schema(
+        summary="Workers with status, last heartbeat, running count and queues",
+        responses=WorkerSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        workers = list(self._queryset(request).order_by("name"))
+        running = _running_counts([w.pk for w in workers])
+        data = WorkerSerializer(workers, many=True, context={"running": running}).data
+        return Response({"results": data})
+
+    def _queryset(self, request: Request) -> Any:
+        assignments = QueueWorkerAssignment.objects.for_org(
+            organization_of(request)
+        ).select_related("queue")
+        return Worker.objects.for_project(project_of(request)).prefetch_related(
+            Prefetch("assignments", queryset=assignments)
+        )
+
+    def _with_assignments(self, request: Request, worker: Worker) -> Worker:
+        refreshed: Worker = self._queryset(request).get(pk=worker.pk)
+        return refreshed
+
+
+class WorkerDetailApi(TenantAPIView):
+    scopes = WORKER_SCOPES
+
+    @extend_schema(
+        summary="Deregister a worker; jobs it still holds are retried", responses={204: None}
+    )
+    def delete(self, request: Request, worker_id: str) -> Response:
+        services.deregister_worker(project_of(request), _worker(request, worker_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class WorkerHeartbeatApi(TenantAPIView):
+    scopes = WORKER_SCOPES
+
+    @extend_schema(
+        summary="Heartbeat: extends the leases of the jobs the worker says it runs",
+        request=HeartbeatSerializer,
+        responses=HeartbeatResponseSerializer,
+    )
+    def post(self, request: Request, worker_id: str) -> Response:
+        worker = _worker(request, worker_id)
+        serializer = HeartbeatSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        state = services.heartbeat(
+            project_of(request), worker, running=serializer.validated_data["running"]
+        )
+        return Response({"status": state})
+
+
+class WorkerDrainApi(TenantAPIView):
+    scopes = WORKER_SCOPES
+
+    @extend_schema(
+        summary="Stop new assignments; the worker finishes what it holds",
+        request=None,
+        responses=HeartbeatResponseSerializer,
+    )
+    def post(self, request: Request, worker_id: str) -> Response:
+        worker = services.drain_worker(project_of(request), _worker(request, worker_id))
+        return Response({"status": worker.status})
+
+
+class WorkerQueuesApi(TenantAPIView):
+    scopes = WORKER_SCOPES
+
+    @extend_schema(
+        summary="Replace the worker's queue assignments",
+        request=QueueWeightSerializer(many=True),
+        responses=WorkerSerializer,
+    )
+    def put(self, request: Request, worker_id: str) -> Response:
+        worker = _worker(request, worker_id)
+        serializer = QueueWeightSerializer(data=request.data, many=True)
+        serializer.is_valid(raise_exception=True)
+        weights = QueueWeightSerializer()
+        services.set_queue_assignments(
+            project_of(request), worker, [weights.to_weight(q) for q in serializer.validated_data]
+        )
+        return Response(WorkerSerializer(WorkerListApi()._with_assignments(request, worker)).data)
+
+
+class WorkerJobsApi(TenantAPIView):
+    scopes = WORKER_SCOPES
+
+    @extend_schema(
+        summary="Long-poll for the jobs assigned to this worker",
+        parameters=[
+            OpenApiParameter(
+                "wait", OpenApiTypes.INT, description="seconds to wait, 0-30 (default 20)"
+            ),
+            OpenApiParameter("max", OpenApiTypes.INT, description="most jobs to return, 1-1000"),
+        ],
+        responses=FetchResponseSerializer,
+    )
+    def get(self, request: Request, worker_id: str) -> Response:
+        worker = _worker(request, worker_id)
+        wait = _int_param(request, "wait", 20, 0, MAX_WAIT_SECONDS)
+        limit = _int_param(request, "max", worker.capacity, 1, 1000)
+        project = project_of(request)
+        jobs = services.fetch_jobs(project, worker, limit=limit)
+        if not jobs and wait:
+            jobs = self._wait_for_jobs(project, worker, limit, wait)
+        return Response({"jobs": [_assigned(job) for job in jobs]})
+
+    def _wait_for_jobs(self, project: Any, worker: Worker, limit: int, wait: int) -> list[Any]:
+        channel = claiming.worker_channel(worker.pk)
+        deadline = time.monotonic() + wait
+        event = hub().subscribe(channel)
+        try:
+            while True:
+                # Subscribed first, then checked: a NOTIFY sent in between is not missed.
+                jobs = services.fetch_jobs(project, worker, limit=limit)
+                left = deadline - time.monotonic()
+                if jobs or left <= 0:
+                    return jobs
+                event.wait(min(left, RECHECK_SECONDS))
+                event.clear()
+        finally:
+            hub().unsubscribe(channel, event)
+            # The thread slept for seconds: let Django drop a connection that aged meanwhile.
+            close_old_connections()
+
+
+def _assigned(job: claiming.AssignedJob) -> dict[str, Any]:
+    return {
+        "id": str(job.id),
+        "job_type": job.job_type,
+        "payload": job.payload,
+        "attempt": job.attempt,
+        "lease_token": str(job.lease_token),
+        "lease_expires_at": job.lease_expires_at.isoformat().replace("+00:00", "Z"),
+        "timeout_seconds": job.timeout_seconds,
+    }
+
+
+class WorkerResultsApi(TenantAPIView):
+    scopes = WORKER_SCOPES
+
+    @extend_schema(
+        summary="Report many results at once (the fast path for busy workers)",
+        request=ResultsSerializer,
+        responses=ResultsResponseSerializer,
+        description="Each item is fenced by its lease token; a stale one gets outcome "
+        "`conflict` and changes nothing. The others are applied in one transaction.",
+    )
+    def post(self, request: Request, worker_id: str) -> Response:
+        _worker(request, worker_id)
+        serializer = ResultsSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        items = [
+            ResultItem(
+                job_id=item["job_id"],
+                lease_token=item["lease_token"],
+                succeeded=item["status"] == "succeeded",
+                result=item["result"],
+                error=item["error"],
+                retryable=item["retryable"],
+            )
+            for item in serializer.validated_data["results"]
+        ]
+        outcomes = report_results(project_of(request), items)
+        return Response(
+            {"results": [_outcome(item.job_id, outcomes[item.job_id]) for item in items]}
+        )
+
+
+def _outcome(job_id: Any, outcome: claiming.Outcome | None) -> dict[str, Any]:
+    if outcome is None:
+        return {"job_id": str(job_id), "outcome": "conflict"}
+    body: dict[str, Any] = {"job_id": str(job_id), "outcome": outcome.state}
+    if outcome.state == JobState.SCHEDULED and outcome.run_at is not None:
+        body["run_at"] = outcome.run_at.isoformat().replace("+00:00", "Z")
+    return body

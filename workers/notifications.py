@@ -1,0 +1,153 @@
+"""One LISTEN connection per web process, shared by every long-poll running in it.
+
+A long-poll (GET /workers/{id}/jobs?wait=) subscribes to its worker's channel and sleeps on a
+threading.Event; this hub's thread LISTENs on every channel in use and sets the events when a
+NOTIFY arrives. A channel stays listened for a while after its last waiter leaves, since the
+same worker polls again at once. If the database is unreachable, waiters fall back to
+re-checking on a short timer (the caller's loop), so nothing waits forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+logger = logging.getLogger("taskforge.notifications")
+
+# A channel with no waiter for this long is UNLISTENed.
+IDLE_CHANNEL_SECONDS = 300.0
+# The hub's thread applies new LISTENs between waits of this length.
+POLL_SLICE_SECONDS = 0.05
+
+
+class NotificationHub:
+    def __init__(self, connect: Callable[[], psycopg.Connection[Any]]) -> None:
+        self._connect = connect
+        self._lock = threading.Lock()
+        self._waiters: dict[str, set[threading.Event]] = defaultdict(set)
+        self._last_used: dict[str, float] = {}
+        self._listening: set[str] = set()
+        self._to_listen: set[str] = set()
+        self._ready: dict[str, threading.Event] = {}
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    def subscribe(self, channel: str, *, ready_timeout: float = 1.0) -> threading.Event:
+        """Return an event set on the next NOTIFY to ``channel``.
+
+        Returns once the channel is LISTENed (or ``ready_timeout`` passed), so a caller that
+        checks the database after subscribing cannot miss a notification sent in between.
+        """
+        event = threading.Event()
+        with self._lock:
+            self._waiters[channel].add(event)
+            self._last_used[channel] = time.monotonic()
+            ready = self._ready.get(channel)
+            if ready is None:
+                ready = self._ready[channel] = threading.Event()
+                self._to_listen.add(channel)
+            self._start()
+        ready.wait(ready_timeout)
+        return event
+
+    def unsubscribe(self, channel: str, event: threading.Event) -> None:
+        with self._lock:
+            self._waiters[channel].discard(event)
+            self._last_used[channel] = time.monotonic()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """End the hub's thread and close its connection (tests, process shutdown)."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._thread = None
+        self._stopping.clear()
+        with self._lock:
+            self._listening.clear()
+            self._ready.clear()
+            self._to_listen.clear()
+
+    def _start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="taskforge-notify", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                with self._connect() as conn:
+                    self._serve(conn)
+            except psycopg.Error as exc:
+                logger.warning("notification hub lost its connection (%s); reconnecting", exc)
+                with self._lock:
+                    # Everything must be LISTENed again on the new connection.
+                    self._to_listen |= self._listening
+                    self._listening.clear()
+                self._stopping.wait(1.0)
+
+    def _serve(self, conn: psycopg.Connection[Any]) -> None:
+        while not self._stopping.is_set():
+            self._apply_listens(conn)
+            for notify in conn.notifies(timeout=POLL_SLICE_SECONDS):
+                with self._lock:
+                    for event in self._waiters.get(notify.channel, ()):
+                        event.set()
+
+    def _apply_listens(self, conn: psycopg.Connection[Any]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            to_listen, self._to_listen = self._to_listen, set()
+            idle = [
+                channel
+                for channel in self._listening
+                if not self._waiters.get(channel)
+                and now - self._last_used.get(channel, now) > IDLE_CHANNEL_SECONDS
+            ]
+        for channel in to_listen:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        for channel in idle:
+            conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
+        with self._lock:
+            self._listening |= to_listen
+            for channel in to_listen:
+                self._ready[channel].set()
+            for channel in idle:
+                self._listening.discard(channel)
+                self._ready.pop(channel, None)
+                self._waiters.pop(channel, None)
+                self._last_used.pop(channel, None)
+
+
+_hub: NotificationHub | None = None
+_hub_lock = threading.Lock()
+
+
+def hub() -> NotificationHub:
+    """The process's hub, connected like Django's default database."""
+    global _hub
+    with _hub_lock:
+        if _hub is None:
+            _hub = NotificationHub(_connect_like_django)
+        return _hub
+
+
+def stop_hub() -> None:
+    """Stop the process's hub if it runs (its connection would keep a test database open)."""
+    with _hub_lock:
+        if _hub is not None:
+            _hub.stop()
+
+
+def _connect_like_django() -> psycopg.Connection[Any]:
+    from django.db import connection
+
+    keep = {"dbname", "user", "password", "host", "port", "sslmode", "sslrootcert"}
+    params = {k: v for k, v in connection.get_connection_params().items() if k in keep}
+    return psycopg.connect(**params, autocommit=True, application_name="taskforge-longpoll")

@@ -1,0 +1,99 @@
+"""Worker protocol shapes (shared/API.md "Worker protocol")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from taskforge.lib.serializers import StrictSerializer
+from workers.models import Worker, WorkerType
+from workers.services import QueueWeight
+
+
+class QueueWeightSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=100)
+    weight = serializers.IntegerField(min_value=1, max_value=1000, default=1)
+    active = serializers.BooleanField(default=True)
+
+    def to_weight(self, data: dict[str, Any]) -> QueueWeight:
+        return QueueWeight(data["name"], data["weight"], data["active"])
+
+
+class RegisterWorkerSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=200)
+    worker_type = serializers.ChoiceField(choices=WorkerType.choices, default=WorkerType.GENERAL)
+    capacity = serializers.IntegerField(min_value=1, max_value=10_000, default=1)
+    queues = QueueWeightSerializer(many=True, allow_empty=False)
+    endpoint_url = serializers.URLField(required=False, allow_blank=True, default="")
+    metadata = serializers.DictField(required=False, default=dict)
+
+
+class WorkerSerializer(serializers.ModelSerializer[Worker]):
+    queues = serializers.SerializerMethodField()
+    running = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Worker
+        fields = [
+            "id", "name", "worker_type", "status", "capacity", "last_heartbeat", "endpoint_url",
+            "metadata", "queues", "running", "created_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    def get_queues(self, worker: Worker) -> list[dict[str, Any]]:
+        return [
+            {"name": a.queue.name, "weight": a.weight, "active": a.is_active}
+            for a in worker.assignments.all()
+        ]
+
+    def get_running(self, worker: Worker) -> int:
+        running: dict[Any, int] = self.context.get("running", {})
+        return running.get(worker.pk, 0)
+
+
+class HeartbeatSerializer(StrictSerializer):
+    running = serializers.ListField(
+        child=serializers.UUIDField(), required=False, default=list, max_length=10_000
+    )
+
+
+class HeartbeatResponseSerializer(serializers.Serializer[Any]):
+    status = serializers.CharField()
+
+
+class AssignedJobSerializer(serializers.Serializer[Any]):
+    id = serializers.UUIDField()
+    job_type = serializers.CharField()
+    payload = serializers.JSONField()
+    attempt = serializers.IntegerField()
+    lease_token = serializers.UUIDField()
+    lease_expires_at = serializers.DateTimeField()
+    timeout_seconds = serializers.IntegerField()
+
+
+class FetchResponseSerializer(serializers.Serializer[Any]):
+    jobs = AssignedJobSerializer(many=True)
+
+
+class ResultItemSerializer(StrictSerializer):
+    job_id = serializers.UUIDField()
+    lease_token = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=["succeeded", "failed"])
+    result = serializers.JSONField(required=False, allow_null=True, default=None)
+    error = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
+    retryable = serializers.BooleanField(required=False, default=True)
+
+
+class ResultsSerializer(StrictSerializer):
+    results = ResultItemSerializer(many=True, allow_empty=False, max_length=1000)  # type: ignore[call-arg]
+
+
+class ResultOutcomeSerializer(serializers.Serializer[Any]):
+    job_id = serializers.UUIDField()
+    outcome = serializers.ChoiceField(choices=["succeeded", "scheduled", "dead", "conflict"])
+    run_at = serializers.DateTimeField(required=False)
+
+
+class ResultsResponseSerializer(serializers.Serializer[Any]):
+    results = ResultOutcomeSerializer(many=True)

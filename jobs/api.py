@@ -43,6 +43,7 @@ from jobs.serializers import (
 from queues.models import Queue
 from taskforge.lib.errors import NotFound, ValidationFailed
 from taskforge.lib.pagination import paginate
+from taskforge.lib.serializers import page_of
 
 JOB_SCOPES = {"read": "jobs:read", "write": "jobs:write"}
 
@@ -117,6 +118,7 @@ class JobListApi(TenantAPIView):
 
     @extend_schema(
         summary="List jobs",
+        operation_id="v1_jobs_list",
         parameters=[
             OpenApiParameter("state", OpenApiTypes.STR, enum=JobState.values),
             OpenApiParameter("queue", OpenApiTypes.STR),
@@ -128,7 +130,7 @@ class JobListApi(TenantAPIView):
             OpenApiParameter("limit", OpenApiTypes.INT, description="1-500, default 50"),
             OpenApiParameter("cursor", OpenApiTypes.STR),
         ],
-        responses={200: JobSerializer(many=True)},
+        responses={200: page_of(JobSerializer)},
     )
     def get(self, request: Request) -> Response:
         project = project_of(request)
@@ -215,7 +217,9 @@ class JobDetailApi(TenantAPIView):
 class JobExecutionsApi(TenantAPIView):
     scopes = JOB_SCOPES
 
-    @extend_schema(summary="The job's attempts", responses=ExecutionSerializer(many=True))
+    @extend_schema(
+        summary="The job's attempts", responses=page_of(ExecutionSerializer, cursor=False)
+    )
     def get(self, request: Request, job_id: str) -> Response:
         job = _get_job(request, job_id)
         executions = JobExecution.objects.for_project(project_of(request)).filter(job=job)
@@ -247,7 +251,9 @@ class JobLogsApi(TenantAPIView):
         )
         return Response({"stored": stored}, status=status.HTTP_201_CREATED)
 
-    @extend_schema(summary="The job's log lines, oldest first", responses=LogSerializer(many=True))
+    @extend_schema(
+        summary="The job's log lines, oldest first", responses=page_of(LogSerializer, cursor=False)
+    )
     def get(self, request: Request, job_id: str) -> Response:
         job = _get_job(request, job_id)
         logs = ExecutionLog.objects.for_org(organization_of(request)).filter(job=job).order_by("id")

@@ -23,6 +23,7 @@ from jobs import claiming
 from jobs.models import Job, JobState
 from jobs.services import ResultItem, report_results
 from taskforge.lib.errors import NotFound, ValidationFailed
+from taskforge.lib.serializers import page_of
 from workers import services
 from workers.models import QueueWorkerAssignment, Worker
 from workers.notifications import hub
@@ -100,7 +101,7 @@ class WorkerListApi(TenantAPIView):
 
     @extend_schema(
         summary="Workers with status, last heartbeat, running count and queues",
-        responses=WorkerSerializer(many=True),
+        responses=page_of(WorkerSerializer, cursor=False),
     )
     def get(self, request: Request) -> Response:
         workers = list(self._queryset(request).order_by("name"))

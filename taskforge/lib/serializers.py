@@ -19,3 +19,25 @@ class StrictSerializer(serializers.Serializer):
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
         return super().to_internal_value(data)
+
+
+_pages: dict[tuple[type[serializers.BaseSerializer], bool], type[serializers.Serializer]] = {}
+
+
+def page_of(
+    item: type[serializers.BaseSerializer], *, cursor: bool = True
+) -> type[serializers.Serializer]:
+    """The documented shape of a list response: {"results": [item…], "next": url|null}.
+
+    Only for the OpenAPI schema; views build the body themselves (taskforge.lib.pagination).
+    """
+    key = (item, cursor)
+    if key not in _pages:
+        fields: dict[str, Any] = {"results": item(many=True)}
+        if cursor:
+            fields["next"] = serializers.URLField(
+                allow_null=True, help_text="The next page, or null on the last one."
+            )
+        name = f"{item.__name__.removesuffix('Serializer')}{'Page' if cursor else 'List'}"
+        _pages[key] = type(name, (serializers.Serializer,), fields)
+    return _pages[key]

@@ -1,8 +1,10 @@
-"""Onboarding: create a whole new tenant (organization, plan, admin, project, queue, API key).
+"""Onboarding: create a whole new tenant (organization, plan, admin, project, queue, API key),
+and create or delete a project with the rows other apps keep for it.
 
-Used by ``manage.py bootstrap`` and the signup API. It lives in ``taskforge/`` because it
-writes rows of several apps (accounts, billing, queues), and only the glue package may import
-them all. Nothing here prints or knows about HTTP: callers present the result.
+Used by ``manage.py bootstrap`` and the accounts API (signup, projects). It lives in
+``taskforge/`` because it writes rows of several apps (accounts, billing, queues) and reads
+jobs, and only the glue package may import them all; accounts reaches it through
+``settings.ACCOUNTS_TENANT_SETUP_MODULE``. Nothing here prints or knows about HTTP.
 """
 
 from __future__ import annotations
@@ -15,20 +17,18 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 from django.utils.text import slugify
 
-from accounts.models import (
-    API_KEY_SCOPES,
-    ApiKey,
-    AuditLog,
-    Organization,
-    Project,
-    Role,
-    User,
-    hash_api_key,
+from accounts.audit import Actor, record_audit
+from accounts.models import API_KEY_SCOPES, ApiKey, AuditLog, Organization, Project, Role, User
+from accounts.services import (
+    EmailAlreadyRegistered,
+    issue_api_key,
+    project_name_taken,
+    validate_project_name,
 )
 from billing.models import Subscription, Tier
+from jobs.models import Job, JobState
 from queues.models import Queue
 from taskforge.lib.errors import Conflict, ValidationFailed
 
@@ -36,11 +36,8 @@ DEFAULT_PROJECT_NAME = "default"
 DEFAULT_QUEUE_NAME = "default"
 _SLUG_MAX_LENGTH = Organization._meta.get_field("slug").max_length or 100
 _ORG_NAME_MAX_LENGTH = Organization._meta.get_field("name").max_length or 200
-_KEY_NAME_MAX_LENGTH = ApiKey._meta.get_field("name").max_length or 100
-
-
-class EmailAlreadyRegistered(Conflict):
-    """The email address already belongs to a user (emails are unique across organizations)."""
+# Jobs that a project deletion would silently destroy mid-flight.
+_LIVE_JOB_STATES = (JobState.PENDING, JobState.PROCESSING)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,8 +90,65 @@ def create_api_key(
     Raise ``ValidationFailed`` naming any scope not in ``API_KEY_SCOPES``.
     """
     with transaction.atomic(durable=True):
-        return _create_api_key(
-            project, name=name, scopes=scopes, created_by=created_by, expires_at=expires_at
+        return issue_api_key(
+            project, name=name, scopes=scopes, actor=Actor(user=created_by), expires_at=expires_at
+        )
+
+
+def create_project(organization: Organization, *, name: str, actor: Actor) -> Project:
+    """Create a project with a "default" queue, as signup does, so jobs can be sent at once.
+
+    Raise ``ValidationFailed`` for a bad name and ``ProjectNameTaken`` (409) if it is in use.
+    """
+    name = validate_project_name(name)
+    if Project.objects.for_org(organization).filter(name=name).exists():
+        raise project_name_taken(name)
+    try:
+        with transaction.atomic(durable=True):
+            project = Project.objects.create(organization=organization, name=name)
+            Queue.objects.create(
+                organization=organization, project=project, name=DEFAULT_QUEUE_NAME
+            )
+            record_audit(
+                organization,
+                "project.created",
+                actor=actor,
+                project=project,
+                target_type="project",
+                target_id=project.pk,
+                metadata={"name": name},
+            )
+    except IntegrityError:
+        # A concurrent request created the same name between our check and our insert.
+        raise project_name_taken(name) from None
+    return project
+
+
+def delete_project(project: Project, *, force: bool, actor: Actor) -> None:
+    """Delete ``project`` with its queues, jobs, workers and API keys.
+
+    Refuse with ``Conflict`` (409) while it has pending or processing jobs, unless ``force``.
+    A job submitted while the deletion runs is deleted with the rest: deletion is deliberate.
+    """
+    with transaction.atomic(durable=True):
+        locked = Project.objects.for_project(project).select_for_update().get()
+        live = Job.objects.for_project(locked).filter(state__in=_LIVE_JOB_STATES).count()
+        if live and not force:
+            raise Conflict(
+                f"project {locked.name!r} has {live} pending or processing jobs: wait for them, "
+                "cancel them, or delete with ?force=true",
+                details={"live_jobs": live},
+            )
+        metadata = {"name": locked.name, "forced": force, "live_jobs": live}
+        target_id = locked.pk
+        locked.delete()
+        record_audit(
+            project.organization_id,
+            "project.deleted",
+            actor=actor,
+            target_type="project",
+            target_id=target_id,
+            metadata=metadata,
         )
 
 
@@ -108,8 +162,8 @@ def _create_organization(
     queue = Queue.objects.create(organization=org, project=project, name=DEFAULT_QUEUE_NAME)
     api_key, raw_key = None, None
     if with_api_key:
-        api_key, raw_key = _create_api_key(
-            project, name="bootstrap", scopes=API_KEY_SCOPES, created_by=user
+        api_key, raw_key = issue_api_key(
+            project, name="bootstrap", scopes=API_KEY_SCOPES, actor=Actor(user=user)
         )
     AuditLog.objects.create(
         organization=org,
@@ -128,40 +182,6 @@ def _create_organization(
         api_key=api_key,
         raw_api_key=raw_key,
     )
-
-
-def _create_api_key(
-    project: Project,
-    *,
-    name: str,
-    scopes: Iterable[str],
-    created_by: User | None = None,
-    expires_at: dt.datetime | None = None,
-) -> tuple[ApiKey, str]:
-    name = name.strip()
-    scope_list = list(dict.fromkeys(scopes))  # de-duplicate, keep the caller's order
-    _validate_api_key(name=name, scopes=scope_list, expires_at=expires_at)
-    raw, prefix = ApiKey.generate()
-    key = ApiKey.objects.create(
-        organization_id=project.organization_id,
-        project=project,
-        name=name,
-        prefix=prefix,
-        key_hash=hash_api_key(raw),
-        scopes=scope_list,
-        created_by=created_by,
-        expires_at=expires_at,
-    )
-    AuditLog.objects.create(
-        organization_id=project.organization_id,
-        project=project,
-        actor_user=created_by,
-        action="api_key.created",
-        target_type="api_key",
-        target_id=str(key.id),
-        metadata={"name": key.name, "prefix": key.prefix, "scopes": scope_list},
-    )
-    return key, raw
 
 
 def _validate_signup(*, name: str, email: str, password: str | None) -> None:
@@ -187,25 +207,6 @@ def _validate_signup(*, name: str, email: str, password: str | None) -> None:
                 "password is too weak: " + " ".join(exc.messages),
                 details={"password": exc.messages},
             ) from None
-
-
-def _validate_api_key(*, name: str, scopes: list[str], expires_at: dt.datetime | None) -> None:
-    if not name or len(name) > _KEY_NAME_MAX_LENGTH:
-        raise ValidationFailed(
-            f"API key name must be 1-{_KEY_NAME_MAX_LENGTH} characters", details={"name": name}
-        )
-    unknown = [scope for scope in scopes if scope not in API_KEY_SCOPES]
-    if unknown:
-        raise ValidationFailed(
-            f"unknown scopes: {', '.join(unknown)} (known: {', '.join(API_KEY_SCOPES)})",
-            details={"unknown_scopes": unknown},
-        )
-    if not scopes:
-        raise ValidationFailed("an API key needs at least one scope", details={"scopes": []})
-    if expires_at is not None and expires_at <= timezone.now():
-        raise ValidationFailed(
-            "expires_at must be in the future", details={"expires_at": expires_at.isoformat()}
-        )
 
 
 def _unique_slug(name: str) -> str:

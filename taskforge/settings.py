@@ -232,3 +232,12 @@ TASKFORGE_MAINTENANCE_INTERVAL = env_float("TASKFORGE_MAINTENANCE_INTERVAL", 30.
 TASKFORGE_SIGNUP_ENABLED = env_bool("TASKFORGE_SIGNUP_ENABLED", True)
 # PgBouncer in transaction mode before 1.21 cannot keep prepared statements: set false there.
 TASKFORGE_PREPARED_STATEMENTS = env_bool("TASKFORGE_PREPARED_STATEMENTS", True)
+
+# --- Accounts API ---
+# Failed sign-in attempts allowed per minute from one client IP and against one email address.
+TASKFORGE_LOGIN_ATTEMPTS_PER_IP = env_int("TASKFORGE_LOGIN_ATTEMPTS_PER_IP", 10, minimum=1)
+TASKFORGE_LOGIN_ATTEMPTS_PER_EMAIL = env_int("TASKFORGE_LOGIN_ATTEMPTS_PER_EMAIL", 10, minimum=1)
+# Wiring, not configuration. accounts is the lowest layer, yet signup and project create/delete
+# also write rows of higher apps (billing, queues) and read jobs. Those services live in this
+# glue module; accounts.services loads it by name at call time instead of importing it.
+ACCOUNTS_TENANT_SETUP_MODULE = "taskforge.onboarding"

@@ -64,9 +64,9 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     return int(raw)
 
 
-def _running_counts(worker_ids: list[Any]) -> dict[Any, int]:
+def _running_counts(project: Any, worker_ids: list[Any]) -> dict[Any, int]:
     rows = (
-        Job.objects.all_tenants()
+        Job.objects.for_project(project)
         .filter(state=JobState.PROCESSING, worker_id__in=worker_ids)
         .values("worker_id")
         .annotate(n=Count("*"))
@@ -105,7 +105,7 @@ class WorkerListApi(TenantAPIView):
     )
     def get(self, request: Request) -> Response:
         workers = list(self._queryset(request).order_by("name"))
-        running = _running_counts([w.pk for w in workers])
+        running = _running_counts(project_of(request), [w.pk for w in workers])
         data = WorkerSerializer(workers, many=True, context={"running": running}).data
         return Response({"results": data})
 

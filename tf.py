@@ -185,11 +185,10 @@ class ProcessSpec:
 def process_specs(host: str, port: int) -> list[ProcessSpec]:
     """Return the processes `tf.py start` runs, started in this order and stopped in reverse."""
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    gunicorn = [str(VENV_BIN / "gunicorn"), "taskforge.wsgi", "--bind", bind]
+    config = str(ROOT / "deploy" / "gunicorn.conf.py")
+    gunicorn = [str(VENV_BIN / "gunicorn"), "-c", config, "taskforge.wsgi", "--bind", bind]
     return [
-        ProcessSpec(
-            "web", [*gunicorn, "--workers", "2", "--threads", "8", "--access-logfile", "-"]
-        ),
+        ProcessSpec("web", gunicorn),
         ProcessSpec("dispatcher", manage_argv("rundispatcher")),
     ]
 

@@ -41,6 +41,9 @@ class TenantAPIView(APIView):
     admin_only = False
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        # No object's id or name contains NUL; PostgreSQL would refuse the lookup (a 500).
+        if any("\x00" in str(value) for value in kwargs.values()):
+            raise NotFound("not found")
         for name, values in request.query_params.lists():
             if any("\x00" in value for value in values):
                 raise ValidationFailed(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db.models import Q, QuerySet
@@ -174,9 +174,11 @@ def _filtered(jobs: QuerySet[Job], request: Request) -> QuerySet[Job]:
 def _parse_time(name: str, raw: str) -> datetime:
     try:
         value = parse_datetime(raw)
-    except ValueError:
+        # PostgreSQL accepts UTC offsets up to 15:59 only: hand it UTC.
+        value = value.astimezone(UTC) if value is not None and value.tzinfo else None
+    except (ValueError, OverflowError):
         value = None
-    if value is None or value.tzinfo is None:
+    if value is None:
         raise ValidationFailed(
             f"{name}: must be an ISO-8601 time with a timezone", details={"field": name}
         )

@@ -175,6 +175,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
+    # Keep the default enum hook; add the error envelope to every operation's responses.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "taskforge.openapi.add_error_responses",
+    ],
 }
 
 # --- Internationalisation, static -----------------------------------------------------------

@@ -3,7 +3,8 @@
 Each API view declares ``scopes = {"read": "jobs:read", "write": "jobs:write"}`` (reads are
 the safe methods) and optionally ``admin_only = True``. One permission class applies them:
 * API keys need the scope (the ``admin`` scope grants every scope);
-* users: viewers may only read; members may do everything except admin-only views;
+* users: viewers may only read (a view may declare that its GET changes state:
+  ``get_changes_state = True``); members may do everything except admin-only views;
   admins may do everything in their organization.
 """
 
@@ -18,9 +19,16 @@ from accounts.authentication import ApiKeyPrincipal
 from accounts.models import Role
 
 
+def is_read(view: Any, method: str) -> bool:
+    """A safe method, unless the view says its GET changes state (the worker long-poll)."""
+    if method == "GET" and getattr(view, "get_changes_state", False):
+        return False
+    return method in SAFE_METHODS
+
+
 def required_scope(view: Any, method: str) -> str | None:
     scopes: dict[str, str] = getattr(view, "scopes", {})
-    return scopes.get("read" if method in SAFE_METHODS else "write")
+    return scopes.get("read" if is_read(view, method) else "write")
 
 
 class ScopedAccess(BasePermission):
@@ -46,4 +54,4 @@ class ScopedAccess(BasePermission):
             return False
         if role == Role.MEMBER:
             return True
-        return role == Role.VIEWER and request.method in SAFE_METHODS
+        return role == Role.VIEWER and is_read(view, request.method or "GET")

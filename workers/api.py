@@ -8,6 +8,7 @@ worker's channel or ``wait`` runs out, re-checking every few seconds in case a N
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 from django.db import close_old_connections
@@ -23,6 +24,7 @@ from jobs import claiming
 from jobs.models import Job, JobState
 from jobs.services import ResultItem, report_results
 from taskforge.lib.errors import NotFound, ValidationFailed
+from taskforge.lib.pagination import paginate
 from taskforge.lib.serializers import page_of
 from workers import services
 from workers.models import QueueWorkerAssignment, Worker
@@ -49,8 +51,17 @@ def _worker(request: Request, worker_id: str) -> Worker:
     try:
         return services.get_worker(project_of(request), worker_id)
     except NotFound:
-        note_cross_tenant_attempt(request, organization_of(request), Worker, worker_id)
+        if _is_uuid(worker_id):
+            note_cross_tenant_attempt(request, organization_of(request), Worker, worker_id)
         raise
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -96,18 +107,22 @@ class WorkerListApi(TenantAPIView):
             endpoint_url=data["endpoint_url"],
             metadata=data["metadata"],
         )
-        body = WorkerSerializer(self._with_assignments(request, worker)).data
+        running = _running_counts(project_of(request), [worker.pk])
+        body = WorkerSerializer(
+            self._with_assignments(request, worker), context={"running": running}
+        ).data
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @extend_schema(
         summary="Workers with status, last heartbeat, running count and queues",
-        responses=page_of(WorkerSerializer, cursor=False),
+        responses=page_of(WorkerSerializer),
     )
     def get(self, request: Request) -> Response:
-        workers = list(self._queryset(request).order_by("name"))
-        running = _running_counts(project_of(request), [w.pk for w in workers])
-        data = WorkerSerializer(workers, many=True, context={"running": running}).data
-        return Response({"results": data})
+        def serialize(workers: list[Worker]) -> Any:
+            running = _running_counts(project_of(request), [w.pk for w in workers])
+            return WorkerSerializer(workers, many=True, context={"running": running}).data
+
+        return paginate(request, self._queryset(request), serialize)
 
     def _queryset(self, request: Request) -> Any:
         assignments = QueueWorkerAssignment.objects.for_org(
@@ -180,11 +195,15 @@ class WorkerQueuesApi(TenantAPIView):
         services.set_queue_assignments(
             project_of(request), worker, [weights.to_weight(q) for q in serializer.validated_data]
         )
-        return Response(WorkerSerializer(WorkerListApi()._with_assignments(request, worker)).data)
+        running = _running_counts(project_of(request), [worker.pk])
+        refreshed = WorkerListApi()._with_assignments(request, worker)
+        return Response(WorkerSerializer(refreshed, context={"running": running}).data)
 
 
 class WorkerJobsApi(TenantAPIView):
     scopes = WORKER_SCOPES
+    # Fetching hands jobs over (they are marked delivered): a write, though it is a GET.
+    get_changes_state = True
 
     @extend_schema(
         summary="Long-poll for the jobs assigned to this worker",

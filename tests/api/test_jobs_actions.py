@@ -25,6 +25,7 @@ def audit_rows(org, action):
 # --- cancel -----------------------------------------------------------------------------------
 
 
+@pytest.mark.covers("jobs:cancel", "happy")
 def test_it_cancels_a_pending_job_and_audits_it(api, engine, org, project):
     job = engine.submit()
     response = act(api, job.pk, "cancel")
@@ -83,6 +84,7 @@ def test_cancelling_a_finished_job_is_409_and_changes_nothing(
 # --- retry ------------------------------------------------------------------------------------
 
 
+@pytest.mark.covers("jobs:retry", "happy")
 def test_it_retries_a_dead_job_from_attempt_zero_and_audits_it(api, engine, org, project):
     job = engine.dead()
     assert (job.state, job.attempts) == (JobState.DEAD, 1)
@@ -145,6 +147,8 @@ def test_an_unknown_job_is_404(api, refused, snapshot, action, job_id):
 
 
 @pytest.mark.parametrize("action", ["cancel", "retry"])
+@pytest.mark.covers("jobs:cancel", "cross_tenant")
+@pytest.mark.covers("jobs:retry", "cross_tenant")
 def test_another_projects_job_is_404_untouched_and_audited(
     api, refused, snapshot, org, other_engine, action
 ):
@@ -168,11 +172,15 @@ def test_it_refuses_anonymous_callers(name, call_for, access):
 
 
 @pytest.mark.parametrize("name", CALLS)
+@pytest.mark.covers("jobs:cancel", "access")
+@pytest.mark.covers("jobs:retry", "access")
 def test_a_jobs_read_key_is_refused(name, call_for, access):
     access.checks_the_key_scope(call_for(name))
 
 
 @pytest.mark.parametrize("name", CALLS)
+@pytest.mark.covers("jobs:cancel", "access")
+@pytest.mark.covers("jobs:retry", "access")
 def test_a_viewer_is_refused(name, call_for, access):
     access.lets_a_viewer_only_read(call_for(name))
 
@@ -188,11 +196,15 @@ def test_a_user_must_name_the_project(name, call_for, access):
 
 
 @pytest.mark.parametrize("name", CALLS)
+@pytest.mark.covers("jobs:cancel", "cross_tenant")
+@pytest.mark.covers("jobs:retry", "cross_tenant")
 def test_a_user_cannot_name_another_organizations_project(name, call_for, access):
     access.hides_a_foreign_project(call_for(name))
 
 
 @pytest.mark.parametrize("name", CALLS)
+@pytest.mark.covers("jobs:cancel", "cross_tenant")
+@pytest.mark.covers("jobs:retry", "cross_tenant")
 def test_an_outsider_gets_404_and_changes_nothing(
     name, call_for, outsider, snapshot, refused, other_org
 ):

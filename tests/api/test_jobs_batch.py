@@ -43,6 +43,7 @@ def names_index_2(error):
 # --- happy path: a DAG by refs ------------------------------------------------------------------
 
 
+@pytest.mark.covers("jobs:batch", "happy")
 def test_refs_make_a_dag_whose_children_wait_for_their_parents(api, project):
     response = submit(
         api,
@@ -168,6 +169,7 @@ def test_the_same_idempotency_key_twice_in_a_batch_is_refused(api, snapshot, ref
     assert_refused(api, snapshot, refused, {"jobs": jobs})
 
 
+@pytest.mark.covers("jobs:batch", "cross_tenant")
 def test_a_batch_cannot_depend_on_another_projects_job(api, snapshot, refused, other_engine):
     theirs = other_engine.submit()
     error = assert_refused(api, snapshot, refused, {"jobs": [item(depends_on=[str(theirs.pk)])]})
@@ -183,6 +185,7 @@ def test_a_malformed_json_body_is_refused(api, snapshot, refused):
 # --- GET /batches/{id} --------------------------------------------------------------------------
 
 
+@pytest.mark.covers("jobs:batch-detail", "happy")
 def test_batch_progress_counts_jobs_by_state_and_finishes_when_all_are_terminal(api, engine):
     batch = submit(api, [item(), item()]).json()
     first, second = (job["id"] for job in batch["jobs"])
@@ -231,6 +234,7 @@ def test_an_unknown_batch_is_404(api, refused, batch_id):
     refused(api.get(f"/api/v1/batches/{batch_id}"), 404, "not_found")
 
 
+@pytest.mark.covers("jobs:batch-detail", "cross_tenant")
 def test_another_projects_batch_is_404_like_a_missing_one(api, refused, other_engine):
     theirs = other_engine.batch(1).batch_id
     foreign = refused(api.get(f"/api/v1/batches/{theirs}"), 404, "not_found")
@@ -241,6 +245,7 @@ def test_another_projects_batch_is_404_like_a_missing_one(api, refused, other_en
     )
 
 
+@pytest.mark.covers("jobs:batch-detail", "cross_tenant")
 def test_another_projects_batch_is_audited_as_a_cross_tenant_attempt(api, org, other_engine):
     theirs = other_engine.batch(1).batch_id
     assert api.get(f"/api/v1/batches/{theirs}").status_code == 404
@@ -259,11 +264,15 @@ def test_it_refuses_anonymous_callers(name, call_for, access):
 
 
 @pytest.mark.parametrize("name", CALLS)
+@pytest.mark.covers("jobs:batch", "access")
+@pytest.mark.covers("jobs:batch-detail", "access")
 def test_a_jobs_read_key_may_only_read(name, call_for, access):
     access.checks_the_key_scope(call_for(name))
 
 
 @pytest.mark.parametrize("name", CALLS)
+@pytest.mark.covers("jobs:batch", "access")
+@pytest.mark.covers("jobs:batch-detail", "access")
 def test_a_viewer_may_only_read(name, call_for, access):
     access.lets_a_viewer_only_read(call_for(name))
 
@@ -279,5 +288,7 @@ def test_a_user_must_name_the_project(name, call_for, access):
 
 
 @pytest.mark.parametrize("name", CALLS)
+@pytest.mark.covers("jobs:batch", "cross_tenant")
+@pytest.mark.covers("jobs:batch-detail", "cross_tenant")
 def test_a_user_cannot_name_another_organizations_project(name, call_for, access):
     access.hides_a_foreign_project(call_for(name))

@@ -40,6 +40,7 @@ def bulk_audit(org, action):
 # --- by ids -----------------------------------------------------------------------------------
 
 
+@pytest.mark.covers("jobs:bulk", "happy")
 def test_cancel_by_ids_cancels_those_jobs_only_and_audits(api, engine, org, project):
     first, second, untouched = engine.submit(), engine.submit(), engine.submit()
     assert_affected(bulk(api, "cancel", ids=id_list(first, second)), 2)
@@ -72,6 +73,7 @@ def test_delete_by_ids_removes_the_jobs_but_not_a_running_one(api, engine, org, 
     assert bulk_audit(org, "delete") == [{"affected": 2, "by": "ids"}]
 
 
+@pytest.mark.covers("jobs:bulk", "cross_tenant")
 def test_bulk_by_ids_ignores_another_projects_jobs(api, engine, other_engine, other_project):
     ours, theirs = engine.submit(), other_engine.submit()
     for action, expected in (("cancel", 1), ("retry", 1), ("delete", 1)):
@@ -117,6 +119,7 @@ def test_delete_by_filter_on_tag_deletes_the_tagged_jobs(api, engine, org, proje
     assert bulk_audit(org, "delete") == [{"affected": 2, "by": "filter"}]
 
 
+@pytest.mark.covers("jobs:bulk", "cross_tenant")
 def test_a_filter_never_reaches_another_project(api, engine, other_engine, other_project):
     engine.submit()
     theirs = other_engine.submit()
@@ -189,10 +192,12 @@ def test_it_refuses_anonymous_callers(call_for, access):
     access.refuses_anonymous(call_for("bulk"))
 
 
+@pytest.mark.covers("jobs:bulk", "access")
 def test_a_jobs_read_key_is_refused(call_for, access):
     access.checks_the_key_scope(call_for("bulk"))
 
 
+@pytest.mark.covers("jobs:bulk", "access")
 def test_a_viewer_is_refused(call_for, access):
     access.lets_a_viewer_only_read(call_for("bulk"))
 
@@ -206,6 +211,7 @@ def test_a_user_must_name_the_project(call_for, access):
     access.needs_the_project_header(call_for("bulk"))
 
 
+@pytest.mark.covers("jobs:bulk", "cross_tenant")
 def test_a_user_cannot_name_another_organizations_project(call_for, access):
     access.hides_a_foreign_project(call_for("bulk"))
 

@@ -45,6 +45,7 @@ def four_jobs(engine, make_queue):
     return {name: str(job.pk) for name, job in jobs.items()}
 
 
+@pytest.mark.covers("jobs:list", "happy", "cross_tenant")
 def test_the_list_shows_the_projects_jobs_newest_first(api, four_jobs, other_engine):
     other_engine.submit()
     response = api.get(URL)
@@ -191,6 +192,7 @@ def test_a_cursor_whose_id_is_not_a_uuid_is_400(api, refused, engine):
 # --- detail -----------------------------------------------------------------------------------
 
 
+@pytest.mark.covers("jobs:detail", "happy")
 def test_the_detail_has_attempts_result_and_last_error(api, engine):
     done = api.get(f"{URL}/{engine.succeeded(result={'sent': 3}).pk}").json()
     assert (done["state"], done["attempts"], done["result"]) == ("succeeded", 1, {"sent": 3})
@@ -206,6 +208,7 @@ def test_an_unknown_job_is_404_and_not_audited(api, refused, org, job_id):
     assert not AuditLog.objects.for_org(org).filter(action="access.cross_tenant_denied").exists()
 
 
+@pytest.mark.covers("jobs:detail", "cross_tenant")
 def test_another_projects_job_is_404_like_a_missing_one_and_audited(
     api, refused, org, other_org, other_engine
 ):
@@ -227,6 +230,7 @@ def test_another_projects_job_is_404_like_a_missing_one_and_audited(
 # --- executions and logs ------------------------------------------------------------------------
 
 
+@pytest.mark.covers("jobs:executions", "happy")
 def test_executions_list_every_attempt_in_order(api, engine, project):
     job, first = engine.start(max_attempts=3)
     services.fail_job(project, job.pk, lease_token=first.lease_token, error="timeout")
@@ -246,6 +250,7 @@ def test_executions_list_every_attempt_in_order(api, engine, project):
     assert all(r["started_at"] and r["finished_at"] for r in runs)
 
 
+@pytest.mark.covers("jobs:logs", "happy")
 def test_logs_list_the_workers_lines_oldest_first(api, engine, project):
     job, assigned = engine.start()
     entries = [
@@ -292,11 +297,19 @@ def test_it_refuses_anonymous_callers(name, call_for, access):
 
 
 @pytest.mark.parametrize("name", CALLS)
+@pytest.mark.covers("jobs:list", "access")
+@pytest.mark.covers("jobs:detail", "access")
+@pytest.mark.covers("jobs:executions", "access")
+@pytest.mark.covers("jobs:logs", "access")
 def test_a_jobs_read_key_may_read(name, call_for, access):
     access.checks_the_key_scope(call_for(name))
 
 
 @pytest.mark.parametrize("name", CALLS)
+@pytest.mark.covers("jobs:list", "access")
+@pytest.mark.covers("jobs:detail", "access")
+@pytest.mark.covers("jobs:executions", "access")
+@pytest.mark.covers("jobs:logs", "access")
 def test_a_viewer_may_read(name, call_for, access):
     access.lets_a_viewer_only_read(call_for(name))
 
@@ -312,10 +325,16 @@ def test_a_user_must_name_the_project(name, call_for, access):
 
 
 @pytest.mark.parametrize("name", CALLS)
+@pytest.mark.covers("jobs:list", "cross_tenant")
+@pytest.mark.covers("jobs:detail", "cross_tenant")
+@pytest.mark.covers("jobs:executions", "cross_tenant")
+@pytest.mark.covers("jobs:logs", "cross_tenant")
 def test_a_user_cannot_name_another_organizations_project(name, call_for, access):
     access.hides_a_foreign_project(call_for(name))
 
 
+@pytest.mark.covers("jobs:list", "access")
+@pytest.mark.covers("jobs:detail", "access")
 def test_a_key_without_any_jobs_scope_cannot_read(key_client, refused, engine):
     client = key_client("queues:read")
     refused(client.get(URL), 403, "permission_denied")
@@ -333,6 +352,15 @@ def other_admin_jwt(jwt_client, other_org, other_project):
     return jwt_client(user, project_id=other_project.pk)
 
 
+@pytest.mark.covers("jobs:list", "cross_tenant")
+@pytest.mark.covers("jobs:detail", "cross_tenant")
+@pytest.mark.covers("jobs:executions", "cross_tenant")
+@pytest.mark.covers("jobs:logs", "cross_tenant")
+@pytest.mark.covers("jobs:cancel", "cross_tenant")
+@pytest.mark.covers("jobs:retry", "cross_tenant")
+@pytest.mark.covers("jobs:batch", "cross_tenant")
+@pytest.mark.covers("jobs:batch-detail", "cross_tenant")
+@pytest.mark.covers("jobs:bulk", "cross_tenant")
 def test_an_outsider_gets_404_on_every_path_and_changes_nothing(
     engine, outsider, other_admin_jwt, other_org, other_project, snapshot, refused
 ):
@@ -386,6 +414,7 @@ def test_an_outsider_gets_404_on_every_path_and_changes_nothing(
     print(f"cross-tenant attempts checked: {checked}")
 
 
+@pytest.mark.covers("jobs:list", "cross_tenant")
 def test_an_outsiders_own_job_is_invisible_to_us_in_the_list(api, engine, other_engine):
     ours, theirs = engine.submit(), other_engine.submit()
     assert ids(api.get(URL)) == {str(ours.pk)}

@@ -11,6 +11,8 @@ def client(make_api_key):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.covers("jobs:list", "happy")
+@pytest.mark.covers("jobs:detail", "happy")
 def test_it_submits_and_reads_a_job(client, queue):
     r = client.post(
         "/api/v1/jobs", {"queue": "default", "job_type": "t", "payload": {"a": 1}}, format="json"

@@ -38,6 +38,7 @@ def assert_refused(api, snapshot, refused, data, status=400, code="validation_er
 # --- happy path and idempotency -----------------------------------------------------------------
 
 
+@pytest.mark.covers("jobs:list", "happy")
 def test_it_creates_a_pending_job_with_the_documented_fields(api, project):
     response = post(api, body(payload={"user": 42}, priority=7, tags=["onboarding"]))
     assert response.status_code == 201, response.content
@@ -178,6 +179,7 @@ def test_it_refuses_an_unknown_queue(api, snapshot, refused):
     assert error["details"]["field"] == "queue"
 
 
+@pytest.mark.covers("jobs:list", "cross_tenant")
 def test_it_refuses_the_queue_name_of_another_project(
     api, snapshot, refused, other_project, make_queue
 ):
@@ -255,6 +257,7 @@ def test_it_refuses_a_request_body_over_the_upload_limit_with_413(api, snapshot,
     assert error["details"]["limit_bytes"] == 1000
 
 
+@pytest.mark.covers("jobs:list", "cross_tenant")
 def test_it_refuses_to_depend_on_a_job_of_another_project_like_a_missing_one(
     api, snapshot, refused, other_engine
 ):
@@ -276,10 +279,12 @@ def test_it_refuses_anonymous_callers(call_for, access):
     access.refuses_anonymous(call_for("submit"))
 
 
+@pytest.mark.covers("jobs:list", "access")
 def test_it_refuses_a_key_without_jobs_write(call_for, access):
     access.checks_the_key_scope(call_for("submit"))
 
 
+@pytest.mark.covers("jobs:list", "access")
 def test_it_refuses_a_viewer(call_for, access):
     access.lets_a_viewer_only_read(call_for("submit"))
 
@@ -293,10 +298,12 @@ def test_a_user_must_name_the_project(call_for, access):
     access.needs_the_project_header(call_for("submit"))
 
 
+@pytest.mark.covers("jobs:list", "cross_tenant")
 def test_a_user_cannot_name_another_organizations_project(call_for, access):
     access.hides_a_foreign_project(call_for("submit"))
 
 
+@pytest.mark.covers("jobs:list", "cross_tenant")
 def test_an_outsider_submits_into_its_own_project_only(outsider, project, other_project):
     response = post(outsider, body())
     assert response.status_code == 201, response.content

@@ -1,0 +1,159 @@
+"""GET /api/v1/workers/{id}/jobs?wait=&max=: the long-poll and its NOTIFY wake-up."""
+
+import time
+
+import pytest
+
+from jobs.models import Job
+from tests.workers.conftest import InThread, bearer, long_polls_waiting, wait_until
+from workers.api import RECHECK_SECONDS
+from workers.dispatcher import Dispatcher
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+URL = "/api/v1/workers"
+JOB_FIELDS = {
+    "id", "job_type", "payload", "attempt", "lease_token", "lease_expires_at", "timeout_seconds",
+}  # fmt: skip
+
+
+def timed(call):
+    started = time.monotonic()
+    response = call()
+    return response, time.monotonic() - started
+
+
+@pytest.mark.covers("workers:jobs", "happy")
+def test_wait_0_answers_at_once_with_no_jobs(fleet):
+    worker = fleet.register()
+    response, took = timed(lambda: fleet.poll(worker, wait=0))
+    assert (response.status_code, response.json()) == (200, {"jobs": []})
+    assert took < 1
+
+
+@pytest.mark.covers("workers:jobs", "happy")
+def test_it_answers_at_once_with_the_jobs_already_assigned(fleet, project):
+    worker = fleet.register()
+    job = fleet.submit(job_type="emails.send", payload={"to": "a@b.c"}, timeout_seconds=90)
+    assert fleet.assign() == 1
+    response, took = timed(lambda: fleet.poll(worker, wait=20))
+    assert took < 2
+    assert response.status_code == 200, response.content
+    (delivered,) = response.json()["jobs"]
+    assert set(delivered) == JOB_FIELDS
+    stored = Job.objects.for_project(project).get(pk=job)
+    assert delivered["id"] == job
+    assert (delivered["job_type"], delivered["payload"]) == ("emails.send", {"to": "a@b.c"})
+    assert (delivered["attempt"], delivered["timeout_seconds"]) == (1, 90)
+    assert delivered["lease_token"] == str(stored.lease_token)
+    assert delivered["lease_expires_at"].endswith("Z")
+    # Delivered once: the next poll does not hand it over again.
+    assert fleet.poll(worker, wait=0).json() == {"jobs": []}
+    assert Job.objects.for_project(project).filter(delivered_at__isnull=False).count() == 1
+
+
+@pytest.mark.covers("workers:jobs", "happy")
+def test_a_notify_wakes_the_long_poll_well_before_wait_ends(fleet):
+    worker = fleet.register()
+    job = fleet.submit()
+    assigned_at = []
+
+    def assign_once_the_poll_sleeps():
+        wait_until(lambda: long_polls_waiting(worker) == 1)
+        assigned = Dispatcher(batch_size=10).assign()
+        assigned_at.append(time.monotonic())
+        return assigned
+
+    dispatcher = InThread(assign_once_the_poll_sleeps)
+    dispatcher.start()
+    response = fleet.poll(worker, wait=10)
+    answered_at = time.monotonic()
+    assert dispatcher.join_result() == 1
+    assert [j["id"] for j in response.json()["jobs"]] == [job]
+    # Woken by the NOTIFY, not by the periodic re-check nor the end of the wait.
+    assert answered_at - assigned_at[0] < min(2.0, RECHECK_SECONDS / 2)
+
+
+@pytest.mark.covers("workers:jobs", "happy")
+def test_it_answers_no_jobs_once_wait_runs_out(fleet):
+    worker = fleet.register()
+    response, took = timed(lambda: fleet.poll(worker, wait=1))
+    assert (response.status_code, response.json()) == (200, {"jobs": []})
+    assert 1 <= took < 3
+
+
+def test_bad_wait_or_max_is_400_naming_the_parameter(fleet, refused, snapshot):
+    worker = fleet.register()
+    fleet.submit()
+    fleet.assign()
+    before = snapshot()
+    for params in (
+        {"wait": "31"},
+        {"wait": "-1"},
+        {"wait": "abc"},
+        {"wait": "1.5"},
+        {"wait": ""},
+        {"max": "0"},
+        {"max": "1001"},
+        {"max": "x"},
+        {"wait": "\u00b2"},
+    ):
+        response = fleet.workers.get(f"{URL}/{worker}/jobs", params)
+        error = refused(response, 400, "validation_error")
+        (name,) = params
+        assert error["details"] == {"field": name}, params
+        assert error["message"].startswith(name)
+    assert snapshot() == before
+
+
+def test_max_limits_how_many_jobs_one_poll_takes(fleet):
+    worker = fleet.register(capacity=5)
+    submitted = {fleet.submit() for _ in range(3)}
+    assert fleet.assign() == 3
+    first = fleet.poll(worker, max=2).json()["jobs"]
+    second = fleet.poll(worker, max=2).json()["jobs"]
+    assert (len(first), len(second)) == (2, 1)
+    assert {j["id"] for j in first + second} == submitted
+
+
+def test_without_max_a_poll_takes_up_to_the_workers_capacity(fleet):
+    worker = fleet.register(capacity=2)
+    for _ in range(2):
+        fleet.submit()
+    fleet.assign()
+    assert len(fleet.poll(worker).json()["jobs"]) == 2
+
+
+def test_two_concurrent_long_polls_of_one_worker_get_each_job_once(fleet, make_api_key):
+    worker = fleet.register(capacity=3)
+    submitted = {fleet.submit() for _ in range(3)}
+    _, raw = make_api_key(scopes=["workers"])
+
+    def poll():
+        # One client per thread: each request runs on its thread's own connection.
+        return bearer(raw).get(f"{URL}/{worker}/jobs", {"wait": 2}).json()["jobs"]
+
+    polls = [InThread(poll), InThread(poll)]
+    for thread in polls:
+        thread.start()
+    wait_until(lambda: long_polls_waiting(worker) == 2)
+    assert Dispatcher(batch_size=10).assign() == 3
+    delivered = [job["id"] for thread in polls for job in thread.join_result()]
+    assert sorted(delivered) == sorted(submitted)
+    assert Job.objects.all_tenants().filter(delivered_at__isnull=True).count() == 0
+
+
+def test_a_draining_worker_with_nothing_assigned_gets_no_jobs(fleet, wapi):
+    worker = fleet.register()
+    wapi.post(f"{URL}/{worker}/drain")
+    fleet.submit()
+    assert fleet.assign() == 0
+    assert fleet.poll(worker, wait=0).json() == {"jobs": []}
+
+
+def test_a_viewer_cannot_take_a_workers_jobs_with_a_long_poll(fleet, viewer_jwt, refused):
+    worker = fleet.register()
+    job = fleet.submit()
+    fleet.assign()
+    refused(fleet.poll(worker, client=viewer_jwt), 403, "permission_denied")
+    assert [j["id"] for j in fleet.poll(worker).json()["jobs"]] == [job]

@@ -39,6 +39,7 @@ from jobs.serializers import (
     JobStateSerializer,
     JobSubmitSerializer,
     LogSerializer,
+    job_data,
 )
 from queues.models import Queue
 from taskforge.lib.errors import NotFound, ValidationFailed
@@ -136,11 +137,7 @@ class JobListApi(TenantAPIView):
         project = project_of(request)
         jobs = _filtered(Job.objects.for_project(project), request)
         names = _queue_names(project)
-        return paginate(
-            request,
-            jobs,
-            lambda rows: JobSerializer(rows, many=True, context={"queue_names": names}).data,
-        )
+        return paginate(request, jobs, lambda rows: [job_data(j, names[j.queue_id]) for j in rows])
 
 
 def _filtered(jobs: QuerySet[Job], request: Request) -> QuerySet[Job]:
@@ -200,8 +197,8 @@ class JobBatchApi(TenantAPIView):
         serializer.is_valid(raise_exception=True)
         project = project_of(request)
         submitted = services.submit_jobs(project, serializer.to_specs())
-        context = {"queue_names": _queue_names(project)}
-        jobs = JobSerializer(submitted.jobs, many=True, context=context).data
+        names = _queue_names(project)
+        jobs = [job_data(job, names[job.queue_id]) for job in submitted.jobs]
         return Response(
             {"batch_id": submitted.batch_id, "jobs": jobs}, status=status.HTTP_201_CREATED
         )

@@ -1,0 +1,30 @@
+"""job_data() is the fast path for job lists; it must stay identical to JobSerializer."""
+
+import json
+
+import pytest
+from rest_framework.renderers import JSONRenderer
+
+from jobs import services
+from jobs.serializers import JobSerializer, job_data
+from jobs.submission import JobSpec
+
+
+@pytest.mark.django_db(transaction=True)
+def test_job_data_matches_the_serializer_for_new_and_finished_jobs(project, queue):
+    submitted = services.submit_jobs(
+        project,
+        [
+            JobSpec(queue="default", job_type="a", payload={"x": [1, "é"]}, tags=["t"]),
+            JobSpec(queue="default", job_type="b", idempotency_key="k", delay_seconds=60),
+        ],
+    )
+    job = submitted.jobs[0]
+    services.cancel_job(project, job.pk)
+    for fresh in [*submitted.jobs, services.get_job(project, job.pk)]:
+        expected = JobSerializer(fresh, context={"queue_names": {queue.pk: "default"}}).data
+        assert rendered(job_data(fresh, "default")) == rendered(expected)
+
+
+def rendered(data):
+    return json.loads(JSONRenderer().render(data))

@@ -31,6 +31,7 @@ from typing import IO, Any, NoReturn
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
+SDK = Path("clients") / "python"
 VENV_BIN = VENV / "bin"
 VENV_PYTHON = VENV_BIN / "python"
 DATA_DIR = ROOT / ".taskforge"
@@ -92,7 +93,9 @@ def ensure_venv(*, dev: bool) -> None:
     if not VENV_PYTHON.exists():
         say(f"creating a virtualenv in {VENV}")
         run([sys.executable, "-m", "venv", str(VENV)], "creating the virtualenv")
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    digest = hashlib.sha256(
+        b"".join((ROOT / p).read_bytes() for p in ("pyproject.toml", SDK / "pyproject.toml"))
+    ).hexdigest()
     stamps = (
         [VENV / ".tf-installed-dev"]
         if dev
@@ -103,7 +106,9 @@ def ensure_venv(*, dev: bool) -> None:
     say("installing dependencies (first run takes ~1-2 min)…")
     target = ".[dev]" if dev else "."
     pip = [str(VENV_PYTHON), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    run([*pip, "-e", target], f"pip install -e {target}")
+    # The Python SDK (clients/python) is our own package too: the demo worker and the
+    # end-to-end tests run it.
+    run([*pip, "-e", target, "-e", str(SDK)], f"pip install -e {target} -e {SDK}")
     stamps[0].write_text(digest + "\n")
 
 
@@ -179,6 +184,8 @@ class ProcessSpec:
 
     name: str
     argv: list[str]
+    # Extra environment (secrets go here, not in argv, which `ps` shows to everyone).
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[str] | None = field(default=None, repr=False)
 
 
@@ -200,15 +207,30 @@ def pump_output(name: str, stream: IO[str], width: int) -> None:
         sys.stdout.flush()
 
 
+def demo_worker_specs(url: str, demo: dict[str, Any]) -> list[ProcessSpec]:
+    """The demo worker (SDK, demo job types), when the demo API key is known."""
+    key = demo.get("api_key")
+    if not key:
+        say("no demo API key saved: not starting the demo worker (see .taskforge/demo.json)")
+        return []
+    argv = [str(VENV_BIN / "taskforge-worker"), "--url", url, "--queues", "default:1",
+            "--concurrency", "4", "--name", "demo-worker", "taskforge_client.demo"]  # fmt: skip
+    return [ProcessSpec("worker", argv, env={"TASKFORGE_API_KEY": key})]
+
+
+# Width of the name column that prefixes each child's output lines.
+WIDTH = len("dispatcher")
+
+
 def start_processes(specs: list[ProcessSpec]) -> None:
-    width = max(len(spec.name) for spec in specs)
+    width = WIDTH
     for spec in specs:
         say(f"starting {spec.name}: {' '.join(spec.argv)}")
         # Own process group: Ctrl-C reaches tf.py only, which then stops children in order.
         spec.process = subprocess.Popen(  # noqa: S603
             spec.argv,
             cwd=ROOT,
-            env=venv_env(),
+            env={**venv_env(), **spec.env},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -354,6 +376,10 @@ def supervise(specs: list[ProcessSpec], url: str, demo: dict[str, Any]) -> int:
         code = wait_until_healthy(url, specs, stop)
         if code is not None:
             return code
+        # The worker registers over HTTP, so it starts once the web process answers.
+        late = demo_worker_specs(url, demo)
+        start_processes(late)
+        specs.extend(late)
         if not stop.is_set():
             print_banner(url, demo)
         while not stop.is_set():

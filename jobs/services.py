@@ -147,12 +147,16 @@ def _submit(
     queues, now = _resolve_queues(project, specs, as_batch=as_batch)
     existing = _existing_by_key(project, specs)
     parent_states = _lock_parents(project, specs, as_batch=as_batch)
-    batch = None
-    if as_batch:
-        batch = Batch.objects.create(
-            organization_id=project.organization_id, project=project, total=len(specs)
-        )
     repeats = {i for i, s in enumerate(specs) if s.idempotency_key in existing}
+    batch = None
+    # A batch counts the jobs it created: a retried batch whose every job repeats an earlier
+    # submission creates no new (empty) batch.
+    if as_batch and len(repeats) < len(specs):
+        batch = Batch.objects.create(
+            organization_id=project.organization_id,
+            project=project,
+            total=len(specs) - len(repeats),
+        )
     ids = [
         existing[s.idempotency_key][0] if i in repeats and s.idempotency_key else uuid7()
         for i, s in enumerate(specs)
@@ -170,10 +174,20 @@ def _submit(
     return Submitted(
         ids=ids,
         created=[i not in repeats for i in range(len(specs))],
-        batch_id=batch.pk if batch else None,
+        batch_id=batch.pk if batch else _existing_batch_id(project, ids),
         rows={row[0]: row for row in rows.values()},
         payloads={ids[i]: specs[i].payload for i in rows},
         project=project,
+    )
+
+
+def _existing_batch_id(project: Project, ids: list[UUID]) -> UUID | None:
+    """The batch of an earlier submission that this one repeats entirely, if any."""
+    return (
+        Job.objects.for_project(project)
+        .filter(pk__in=ids, batch__isnull=False)
+        .values_list("batch_id", flat=True)
+        .first()
     )
 
 

@@ -27,7 +27,7 @@ from taskforge.lib.errors import NotFound, ValidationFailed
 from taskforge.lib.pagination import paginate
 from taskforge.lib.serializers import page_of
 from workers import services
-from workers.models import QueueWorkerAssignment, Worker
+from workers.models import QueueWorkerAssignment, Worker, WorkerStatus
 from workers.notifications import hub
 from workers.serializers import (
     FetchResponseSerializer,
@@ -221,7 +221,8 @@ class WorkerJobsApi(TenantAPIView):
         limit = _int_param(request, "max", worker.capacity, 1, 1000)
         project = project_of(request)
         jobs = services.fetch_jobs(project, worker, limit=limit)
-        if not jobs and wait:
+        # A draining worker gets what is already assigned and no wait: nothing more will come.
+        if not jobs and wait and worker.status != WorkerStatus.DRAINING:
             jobs = self._wait_for_jobs(project, worker, limit, wait)
         return Response({"jobs": [_assigned(job) for job in jobs]})
 
@@ -234,7 +235,7 @@ class WorkerJobsApi(TenantAPIView):
                 # Subscribed first, then checked: a NOTIFY sent in between is not missed.
                 jobs = services.fetch_jobs(project, worker, limit=limit)
                 left = deadline - time.monotonic()
-                if jobs or left <= 0:
+                if jobs or left <= 0 or not _still_serving(project, worker):
                     return jobs
                 event.wait(min(left, RECHECK_SECONDS))
                 event.clear()
@@ -242,6 +243,17 @@ class WorkerJobsApi(TenantAPIView):
             hub().unsubscribe(channel, event)
             # The thread slept for seconds: let Django drop a connection that aged meanwhile.
             close_old_connections()
+
+
+def _still_serving(project: Any, worker: Worker) -> bool:
+    """False once the worker drains or deregisters (both NOTIFY its long-poll)."""
+    status = (
+        Worker.objects.for_project(project)
+        .filter(pk=worker.pk)
+        .values_list("status", flat=True)
+        .first()
+    )
+    return status is not None and status != WorkerStatus.DRAINING
 
 
 def _assigned(job: claiming.AssignedJob) -> dict[str, Any]:

@@ -129,7 +129,12 @@ def heartbeat(project: Project, worker: Worker, *, running: Sequence[UUID]) -> s
 
 def drain_worker(project: Project, worker: Worker) -> Worker:
     """Stop assigning new jobs to the worker; what it holds it may finish."""
-    Worker.objects.for_project(project).filter(pk=worker.pk).update(status=WorkerStatus.DRAINING)
+    with transaction.atomic(durable=True):
+        Worker.objects.for_project(project).filter(pk=worker.pk).update(
+            status=WorkerStatus.DRAINING
+        )
+        # Wake its long-poll, which then returns instead of waiting out its time.
+        claiming.notify([claiming.worker_channel(worker.pk)])
     worker.refresh_from_db(fields=["status"])
     return worker
 
@@ -139,7 +144,7 @@ def deregister_worker(project: Project, worker: Worker) -> None:
     with transaction.atomic(durable=True):
         claiming.expire_worker_leases([worker.pk])
         Worker.objects.for_project(project).filter(pk=worker.pk).delete()
-        claiming.notify([claiming.DISPATCH_CHANNEL])
+        claiming.notify([claiming.DISPATCH_CHANNEL, claiming.worker_channel(worker.pk)])
 
 
 def fetch_jobs(project: Project, worker: Worker, *, limit: int) -> list[claiming.AssignedJob]:

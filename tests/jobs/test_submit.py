@@ -198,3 +198,14 @@ def test_it_creates_one_job_for_fifty_concurrent_submits_with_one_key(project, q
     job = Job.objects.all_tenants().get()
     assert [job_id for job_id, _ in results] == [job.pk] * threads_count
     assert sum(created for _, created in results) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_repeated_entirely_returns_the_first_batch_and_creates_no_new_one(project, queue):
+    specs = [JobSpec(queue="default", job_type="t", idempotency_key=f"k{i}") for i in range(3)]
+    first = services.submit_jobs(project, specs)
+    again = services.submit_jobs(project, specs)
+    assert again.batch_id == first.batch_id
+    assert again.created == [False, False, False]
+    assert Batch.objects.for_project(project).count() == 1
+    assert Batch.objects.for_project(project).get().total == 3

@@ -157,3 +157,39 @@ def test_a_viewer_cannot_take_a_workers_jobs_with_a_long_poll(fleet, viewer_jwt,
     fleet.assign()
     refused(fleet.poll(worker, client=viewer_jwt), 403, "permission_denied")
     assert [j["id"] for j in fleet.poll(worker).json()["jobs"]] == [job]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_draining_wakes_a_waiting_long_poll_which_returns_at_once(make_api_key, queue):
+    import threading
+
+    from django.db import connections
+    from rest_framework.test import APIClient
+
+    from workers import services as worker_services
+
+    _, raw = make_api_key(scopes=["workers"])
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    worker_id = client.post(
+        "/api/v1/workers", {"name": "w", "queues": [{"name": "default"}]}, format="json"
+    ).json()["id"]
+    answered: list[float] = []
+
+    def poll() -> None:
+        started = time.monotonic()
+        client.get(f"/api/v1/workers/{worker_id}/jobs?wait=20")
+        answered.append(time.monotonic() - started)
+        connections.close_all()
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    time.sleep(0.5)  # let the poll reach its wait
+    worker = worker_services.get_worker(queue.project, worker_id)
+    worker_services.drain_worker(queue.project, worker)
+    thread.join(timeout=15)
+    assert answered and answered[0] < 10
+    # A draining worker's poll does not wait at all.
+    started = time.monotonic()
+    assert client.get(f"/api/v1/workers/{worker_id}/jobs?wait=20").json() == {"jobs": []}
+    assert time.monotonic() - started < 5

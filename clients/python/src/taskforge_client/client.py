@@ -1,0 +1,361 @@
+"""The HTTP client: submit and inspect jobs, with bounded retries of transient failures.
+
+Retries (see :class:`RetryPolicy`) cover connection errors, 502/503/504 and 429, with
+exponential backoff and jitter, and honour ``Retry-After``. A request that may already have
+changed something on the server is retried only when repeating it is harmless:
+
+* reads, PUT and DELETE always;
+* any request that never reached the server (the connection could not be made), and any 429
+  (the server refused it before doing anything);
+* a POST the caller marks ``idempotent`` — :meth:`TaskForge.submit` does, because it always
+  sends an idempotency key (a new uuid4 per call unless you pass your own), so a repeat returns
+  the job the first attempt created instead of a second one.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from taskforge_client import __version__
+from taskforge_client.errors import (
+    RateLimited,
+    TaskForgeError,
+    TransportError,
+    WaitTimeout,
+    error_class,
+)
+from taskforge_client.jobs import Job
+
+API_PREFIX = "/api/v1"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+RETRY_STATUSES = frozenset({502, 503, 504})
+# Raised before a single byte of the request left: repeating any request is safe.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """How the client retries transient failures.
+
+    ``attempts`` counts the first try: 5 means up to 4 retries. The n-th retry waits
+    ``min(backoff_max, backoff_base * 2 ** (n - 1))`` with equal jitter (half fixed, half
+    random), or the server's Retry-After on a 429 when that is longer. A Retry-After above
+    ``max_retry_after`` is not waited for: RateLimited is raised at once. ``sleep`` exists for
+    tests.
+    """
+
+    attempts: int = 5
+    backoff_base: float = 0.5
+    backoff_max: float = 8.0
+    max_retry_after: float = 60.0
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
+
+    def backoff(self, retry: int) -> float:
+        delay = min(self.backoff_max, self.backoff_base * 2 ** (retry - 1))
+        return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 (jitter, not security)
+
+
+NO_RETRIES = RetryPolicy(attempts=1)
+
+
+class TaskForge:
+    """A TaskForge API client for one project (API keys belong to one project).
+
+    ``url`` is the server's base URL (``https://taskforge.example.com``; a trailing
+    ``/api/v1`` is accepted). The client is thread-safe; close it, or use it as a context
+    manager, to release its connections.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        *,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        base = url.rstrip("/")
+        if base.endswith(API_PREFIX):
+            base = base[: -len(API_PREFIX)]
+        self.url = base
+        self.timeout = timeout
+        self.retry_policy = retry or RetryPolicy()
+        self._http = httpx.Client(
+            base_url=base + API_PREFIX,
+            headers={
+                "Authorization": f"Bearer {api_key}",
+                "User-Agent": f"taskforge-client/{__version__}",
+                "Accept": "application/json",
+            },
+            timeout=timeout,
+            transport=transport,
+        )
+
+    # --- jobs ---------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        queue: str,
+        job_type: str,
+        payload: Any = None,
+        *,
+        priority: int | None = None,
+        run_at: datetime | str | None = None,
+        delay_seconds: float | None = None,
+        idempotency_key: str | None = None,
+        depends_on: Iterable[str | Job | uuid.UUID] | None = None,
+        max_attempts: int | None = None,
+        timeout_seconds: int | None = None,
+        tags: Iterable[str] | None = None,
+    ) -> Job:
+        """Submit a job; return it (the existing job when the idempotency key was used before).
+
+        Without ``idempotency_key`` a new uuid4 key is sent, so retrying after a lost response
+        cannot create the job twice. Pass your own key to make separate calls idempotent.
+        """
+        body = job_body(
+            queue=queue,
+            job_type=job_type,
+            payload=payload,
+            priority=priority,
+            run_at=run_at,
+            delay_seconds=delay_seconds,
+            idempotency_key=idempotency_key or str(uuid.uuid4()),
+            depends_on=depends_on,
+            max_attempts=max_attempts,
+            timeout_seconds=timeout_seconds,
+            tags=tags,
+        )
+        return Job.from_dict(self.request("POST", "/jobs", json=body, idempotent=True))
+
+    def submit_batch(self, jobs: Sequence[Mapping[str, Any]]) -> tuple[str, list[Job]]:
+        """Submit up to 1,000 jobs at once, all or nothing; return ``(batch_id, jobs)``.
+
+        Each item takes the keyword arguments of :meth:`submit` plus ``ref`` and
+        ``depends_on_refs`` (refs of other items in the batch). Items without an idempotency key
+        get a uuid4 one, so the batch is retried safely.
+        """
+        items = []
+        for item in jobs:
+            spec = dict(item)
+            spec.setdefault("idempotency_key", None)
+            spec["idempotency_key"] = spec["idempotency_key"] or str(uuid.uuid4())
+            items.append(job_body(**spec))
+        data = self.request("POST", "/jobs/batch", json={"jobs": items}, idempotent=True)
+        return str(data["batch_id"]), [Job.from_dict(job) for job in data["jobs"]]
+
+    def get_job(self, job_id: str | uuid.UUID) -> Job:
+        return Job.from_dict(self.request("GET", f"/jobs/{job_id}"))
+
+    def wait(self, job_id: str | uuid.UUID, *, timeout: float = 60.0, poll: float = 0.5) -> Job:
+        """Poll the job until it is succeeded, dead or cancelled; return it.
+
+        Polls quickly at first, then every ``poll`` seconds at most; raises WaitTimeout after
+        ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        interval = min(0.05, poll)
+        while True:
+            job = self.get_job(job_id)
+            if job.is_terminal:
+                return job
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WaitTimeout(
+                    f"job {job_id} is still {job.state} after {timeout:g}s",
+                    details={"job_id": str(job_id), "state": job.state},
+                )
+            time.sleep(min(interval, left))
+            interval = min(poll, interval * 2)
+
+    def cancel(self, job_id: str | uuid.UUID) -> Job:
+        """Cancel a job that has not finished (Conflict if it already has)."""
+        return Job.from_dict(self.request("POST", f"/jobs/{job_id}/cancel"))
+
+    def retry_job(self, job_id: str | uuid.UUID) -> Job:
+        """Run a dead or cancelled job again, with its attempts reset."""
+        return Job.from_dict(self.request("POST", f"/jobs/{job_id}/retry"))
+
+    def logs(self, job_id: str | uuid.UUID) -> list[dict[str, Any]]:
+        """The job's log lines, oldest first: ``{id, execution_id, level, message, metadata}``."""
+        results: list[dict[str, Any]] = self.request("GET", f"/jobs/{job_id}/logs")["results"]
+        return results
+
+    def executions(self, job_id: str | uuid.UUID) -> list[dict[str, Any]]:
+        """The job's attempts: ``{id, attempt, status, worker, error, started_at, finished_at}``."""
+        results: list[dict[str, Any]] = self.request("GET", f"/jobs/{job_id}/executions")["results"]
+        return results
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        idempotent: bool | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send one API request (``path`` is relative to ``/api/v1``); return the decoded body.
+
+        Raises the TaskForgeError subclass of the error code. ``idempotent`` says whether the
+        request may be repeated after an ambiguous failure (default: by method).
+        """
+        method = method.upper()
+        if idempotent is None:
+            idempotent = method in SAFE_METHODS
+        policy = self.retry_policy
+        attempt = 1
+        while True:
+            try:
+                response = self._http.request(
+                    method,
+                    path,
+                    json=json,
+                    params=params,
+                    timeout=timeout if timeout is not None else self.timeout,
+                )
+            except httpx.TransportError as exc:
+                if attempt < policy.attempts and (idempotent or isinstance(exc, _NOT_SENT)):
+                    policy.sleep(policy.backoff(attempt))
+                    attempt += 1
+                    continue
+                raise TransportError(
+                    f"{method} {path}: {type(exc).__name__}: {exc}", details={"path": path}
+                ) from exc
+            if response.is_success:
+                return response.json() if response.content else None
+            error = _error_from(response)
+            if attempt < policy.attempts and self._should_retry(response, error, idempotent):
+                wait = policy.backoff(attempt)
+                if isinstance(error, RateLimited) and error.retry_after is not None:
+                    wait = max(wait, error.retry_after)
+                policy.sleep(wait)
+                attempt += 1
+                continue
+            raise error
+
+    def _should_retry(self, response: httpx.Response, error: TaskForgeError, safe: bool) -> bool:
+        if isinstance(error, RateLimited):
+            # Refused before the view ran: repeating is always safe, unless the server asks
+            # for a longer pause than we are willing to block for.
+            return (
+                error.retry_after is None or error.retry_after <= self.retry_policy.max_retry_after
+            )
+        return safe and response.status_code in RETRY_STATUSES
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> TaskForge:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"TaskForge({self.url!r})"
+
+
+def job_body(
+    *,
+    queue: str,
+    job_type: str,
+    payload: Any = None,
+    priority: int | None = None,
+    run_at: datetime | str | None = None,
+    delay_seconds: float | None = None,
+    idempotency_key: str | None = None,
+    depends_on: Iterable[str | Job | uuid.UUID] | None = None,
+    max_attempts: int | None = None,
+    timeout_seconds: int | None = None,
+    tags: Iterable[str] | None = None,
+    ref: str | None = None,
+    depends_on_refs: Iterable[str] | None = None,
+) -> dict[str, Any]:
+    """The JSON body of one job submission; None means "the server's default"."""
+    if isinstance(run_at, datetime):
+        if run_at.tzinfo is None:
+            raise ValueError("run_at must be a timezone-aware datetime")
+        run_at = run_at.isoformat()
+    fields: dict[str, Any] = {
+        "queue": queue,
+        "job_type": job_type,
+        "payload": payload,
+        "priority": priority,
+        "run_at": run_at,
+        "delay_seconds": delay_seconds,
+        "idempotency_key": idempotency_key,
+        "depends_on": [str(p.id if isinstance(p, Job) else p) for p in depends_on]
+        if depends_on is not None
+        else None,
+        "max_attempts": max_attempts,
+        "timeout_seconds": timeout_seconds,
+        "tags": list(tags) if tags is not None else None,
+        "ref": ref,
+        "depends_on_refs": list(depends_on_refs) if depends_on_refs is not None else None,
+    }
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def _error_from(response: httpx.Response) -> TaskForgeError:
+    """The exception for an error response, from the envelope when there is one."""
+    code: str | None = None
+    message = ""
+    details: dict[str, Any] = {}
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        envelope = body["error"]
+        code = envelope.get("code")
+        message = str(envelope.get("message") or "")
+        details = envelope.get("details") if isinstance(envelope.get("details"), dict) else {}
+    if not message:
+        # Not our envelope: a proxy's error page, say. Keep the start of it.
+        message = response.text[:200].strip() or response.reason_phrase or "error"
+    cls = error_class(response.status_code, code)
+    if issubclass(cls, RateLimited):
+        return RateLimited(
+            message,
+            code=code,
+            details=details,
+            status=response.status_code,
+            retry_after=_retry_after(response),
+        )
+    return cls(message, code=code, details=details, status=response.status_code)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Retry-After in seconds: delta-seconds or an HTTP date."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

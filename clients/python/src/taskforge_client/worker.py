@@ -1,0 +1,742 @@
+"""The worker runner: registers with TaskForge, long-polls for jobs, runs their handlers in
+threads and reports results, until drained.
+
+Threads (all daemons, so a handler stuck forever cannot keep the process alive):
+
+* ``concurrency`` runners execute handlers (sync handlers directly, async ones in their own
+  event loop);
+* the fetcher long-polls ``GET /workers/{id}/jobs?wait=…&max=<free slots>``;
+* the reporter sends results in batches (``POST /workers/{id}/results``) every
+  ``flush_interval`` seconds or ``flush_size`` results, whichever comes first;
+* the heartbeat sends the ids of the jobs held every ``lease/3`` seconds (10 s at most),
+  which extends their leases; when the server answers ``draining`` the worker drains;
+* the watchdog fails jobs that run past their ``timeout_seconds``.
+
+A job's log lines (``ctx.log``) are posted just before its result, while its lease is current.
+
+Timeouts: a thread cannot be killed. A handler past its timeout is reported as a retryable
+failure ("timed out after Ns"), its context's ``timed_out`` turns true, a fresh runner takes
+its slot, and whatever the old thread returns later is discarded. Handlers that may run long
+should check ``ctx.timed_out`` or sleep with ``ctx.sleep()``.
+
+Draining (first SIGTERM/SIGINT, ``stop()``, or the server saying ``draining``): stop fetching,
+POST /workers/{id}/drain so nothing new is assigned, run what was already assigned, let every
+running job finish, flush the results, then DELETE /workers/{id} so the name can register
+again. A second signal exits at once (status 1); the server retries whatever was held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import inspect
+import itertools
+import json
+import logging
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+from taskforge_client import __version__
+from taskforge_client.client import TaskForge
+from taskforge_client.errors import (
+    AuthenticationError,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    RateLimited,
+    ServerError,
+    TaskForgeError,
+    TransportError,
+    ValidationError,
+)
+from taskforge_client.handlers import (
+    AssignedJob,
+    H,
+    Handler,
+    JobContext,
+    PermanentError,
+    Registry,
+    registry,
+)
+
+logger = logging.getLogger("taskforge_client.worker")
+
+# The longest heartbeat interval; shorter when leases are short (a third of the lease).
+MAX_HEARTBEAT_SECONDS = 10.0
+# Log lines per request (the server takes at most 1,000).
+LOG_CHUNK = 1000
+# After stop, a failing results request is given this many more tries before it is dropped
+# (the jobs' leases then expire and the server retries them).
+SHUTDOWN_REPORT_TRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a handler run came to: the job's result, or the error to fail it with."""
+
+    succeeded: bool
+    result: Any = None
+    error: str = ""
+    retryable: bool = True
+
+    @classmethod
+    def failure(cls, error: str, *, retryable: bool) -> Outcome:
+        # The server refuses NUL characters and keeps 10,000 characters.
+        return cls(False, error=error.replace("\x00", "")[:10_000], retryable=retryable)
+
+
+@dataclass(eq=False)
+class _Held:
+    """A job this worker holds until the server acknowledged its result."""
+
+    job: AssignedJob
+    ctx: JobContext
+    # Set once, by whichever of the runner and the watchdog finishes the job first.
+    finished: bool = False
+    # The watchdog gave up on the runner thread (timeout): it must not take more work.
+    abandoned: bool = False
+    outcome: Outcome | None = field(default=None, repr=False)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """The last line of the exception's traceback: ``module.Class: message``."""
+    cls = type(exc)
+    name = cls.__qualname__
+    if cls.__module__ not in ("builtins", "__main__"):
+        name = f"{cls.__module__}.{name}"
+    message = str(exc)
+    return f"{name}: {message}" if message else name
+
+
+def parse_queues(queues: Mapping[str, int] | Iterable[str] | str | None) -> dict[str, int]:
+    """Queues and weights from a mapping, a list of names, or ``"default:3,emails:1"``."""
+    parsed: dict[str, int] = {}
+    if queues is None:
+        parsed = {"default": 1}
+    elif isinstance(queues, str):
+        for part in filter(None, (p.strip() for p in queues.split(","))):
+            queue_name, _, raw_weight = part.partition(":")
+            if not queue_name.strip():
+                raise ValueError(f"queue spec {part!r}: missing queue name")
+            try:
+                parsed[queue_name.strip()] = int(raw_weight) if raw_weight.strip() else 1
+            except ValueError:
+                raise ValueError(f"queue spec {part!r}: weight must be an integer") from None
+    elif isinstance(queues, Mapping):
+        parsed = {str(name): int(weight) for name, weight in queues.items()}
+    else:
+        parsed = dict.fromkeys(queues, 1)
+    if not parsed:
+        raise ValueError("a worker needs at least one queue")
+    for name, weight in parsed.items():
+        if weight < 1:
+            raise ValueError(f"queue {name!r}: weight must be at least 1")
+    return parsed
+
+
+def default_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Worker:
+    """Runs the handlers of this worker and of :data:`taskforge_client.registry`.
+
+    ``client_or_url`` is a :class:`TaskForge` client, or the server URL (then ``api_key`` is
+    required and the worker owns, and closes, the client it makes). The key needs the
+    ``workers`` scope. ``queues`` maps queue names to weights (their share of the slots).
+    """
+
+    def __init__(
+        self,
+        client_or_url: TaskForge | str,
+        api_key: str | None = None,
+        *,
+        name: str | None = None,
+        queues: Mapping[str, int] | Iterable[str] | str | None = None,
+        concurrency: int = 8,
+        registry: Registry | None = None,
+        worker_type: str = "general",
+        poll_wait: int = 20,
+        heartbeat_interval: float | None = None,
+        flush_interval: float = 0.01,
+        flush_size: int = 100,
+        metadata: Mapping[str, Any] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        if isinstance(client_or_url, TaskForge):
+            self.client = client_or_url
+            self._owns_client = False
+        else:
+            if not api_key:
+                raise ValueError("api_key is required when the worker is given a URL")
+            self.client = TaskForge(client_or_url, api_key, timeout=timeout)
+            self._owns_client = True
+        if not 1 <= concurrency <= 10_000:
+            raise ValueError("concurrency must be 1 to 10000")
+        if not 0 <= poll_wait <= 30:
+            raise ValueError("poll_wait must be 0 to 30 seconds")
+        self.name = name or default_name()
+        self.queues = parse_queues(queues)
+        self.concurrency = concurrency
+        self.registry = registry or Registry()
+        self.worker_type = worker_type
+        self.poll_wait = poll_wait
+        self.heartbeat_interval = heartbeat_interval
+        self.flush_interval = flush_interval
+        self.flush_size = max(1, min(flush_size, 1000))
+        self.metadata = dict(metadata or {})
+        self.worker_id: str | None = None
+
+        self._lock = threading.Condition()  # guards everything below; an RLock inside
+        self._held: dict[str, _Held] = {}
+        self._busy = 0  # jobs handed to runners and not finished: the slots in use
+        self._closed = False  # no more jobs are taken (shutdown waited for the last one)
+        self._fetch_in_flight = False
+        self._run_finished = False
+        self._stop_requested = threading.Event()
+        self._fatal: BaseException | None = None
+        self._signals = 0
+        self._lease_seconds = 30.0
+        self._work: queue.SimpleQueue[_Held | None] = queue.SimpleQueue()
+        self._results: queue.SimpleQueue[_Held | None] = queue.SimpleQueue()
+        self._heartbeat_stop = threading.Event()
+        self._watch_cond = threading.Condition()
+        self._watch_heap: list[tuple[float, int, _Held]] = []
+        self._watch_seq = itertools.count()
+        self._watch_stop = False
+        self._threads: dict[str, threading.Thread] = {}
+        self._register_lock = threading.Lock()
+
+    # --- public API ---------------------------------------------------------------------------
+
+    def handler(self, job_type: str) -> Callable[[H], H]:
+        """Decorator: register a handler on this worker only."""
+        return self.registry.handler(job_type)
+
+    def run(self) -> None:
+        """Register, work until drained, deregister. Blocks; returns after a clean drain.
+
+        In the main thread SIGTERM and SIGINT start the drain (a second one exits at once).
+        Raises AuthenticationError / PermissionDenied when the key is refused.
+        """
+        restore = self._install_signal_handlers()
+        try:
+            if self._register_until_stopped():
+                self._start_threads()
+                self._stop_requested.wait()
+                self._shutdown()
+        finally:
+            for signum, previous in restore.items():
+                signal.signal(signum, previous)
+            self._release_client()
+        if self._fatal is not None:
+            raise self._fatal
+
+    def stop(self) -> None:
+        """Start draining (thread-safe): ``run()`` returns once the running jobs are done."""
+        self._stop_requested.set()
+        with self._lock:
+            self._lock.notify_all()
+
+    @property
+    def running(self) -> list[str]:
+        """Ids of the jobs held: running, or finished with the result not yet acknowledged."""
+        with self._lock:
+            return list(self._held)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def _register(self) -> None:
+        body = {
+            "name": self.name,
+            "worker_type": self.worker_type,
+            "capacity": self.concurrency,
+            "queues": [{"name": name, "weight": weight} for name, weight in self.queues.items()],
+            "metadata": {
+                "sdk": f"taskforge-client/{__version__}",
+                "python": sys.version.split()[0],
+                "hostname": socket.gethostname(),
+                "pid": os.getpid(),
+                **self.metadata,
+            },
+        }
+        # Registering a name again returns the same worker: safe to repeat.
+        data = self.client.request("POST", "/workers", json=body, idempotent=True)
+        self.worker_id = str(data["id"])
+        logger.info(
+            "worker %s registered as %s: queues %s, concurrency %d",
+            self.name,
+            self.worker_id,
+            ",".join(f"{n}:{w}" for n, w in self.queues.items()),
+            self.concurrency,
+        )
+
+    def _register_until_stopped(self) -> bool:
+        """Register, waiting out a server that is not up yet; False if stopped first."""
+        failures = 0
+        while not self._stop_requested.is_set():
+            try:
+                self._register()
+                return True
+            except (TransportError, ServerError, RateLimited) as exc:
+                failures += 1
+                delay = self.client.retry_policy.backoff(min(failures, 6))
+                logger.warning("cannot register yet (%s); retrying in %.1fs", exc, delay)
+                self._stop_requested.wait(delay)
+        return False
+
+    def _reregister(self, seen_id: str | None) -> None:
+        """The server no longer knows this worker (deregistered by someone): register again."""
+        with self._register_lock:
+            if self.worker_id != seen_id or self._stop_requested.is_set():
+                return  # another thread did it already, or we are leaving anyway
+            logger.warning("worker %s was deregistered on the server; registering again", seen_id)
+            try:
+                self._register()
+            except TaskForgeError as exc:
+                logger.error("could not register again: %s", exc)
+
+    def _start_threads(self) -> None:
+        for index in range(self.concurrency):
+            self._spawn(f"runner-{index}", self._runner_loop)
+        self._spawn("reporter", self._reporter_loop)
+        self._spawn("heartbeat", self._heartbeat_loop)
+        self._spawn("watchdog", self._watchdog_loop)
+        self._spawn("fetcher", self._fetch_loop)
+
+    def _spawn(self, role: str, target: Callable[[], None]) -> threading.Thread:
+        thread = threading.Thread(target=target, name=f"taskforge-{role}", daemon=True)
+        self._threads[role] = thread
+        thread.start()
+        return thread
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            running = self._busy
+        logger.info("draining: finishing %d running job(s), fetching no more", running)
+        worker_id = self.worker_id
+        self._quietly("drain", "POST", f"/workers/{worker_id}/drain")
+        # The drain answered only after every assignment to us committed: what the dispatcher
+        # handed us and nobody fetched yet is ours to run (else it waits out its lease).
+        try:
+            self._hand_over(self._fetch(wait=0, limit=1000))
+        except TaskForgeError as exc:
+            logger.warning("could not fetch the jobs assigned before the drain: %s", exc)
+        with self._lock:
+            while self._busy:
+                self._lock.wait()
+            self._closed = True
+        self._results.put(None)
+        self._threads["reporter"].join()
+        self._heartbeat_stop.set()
+        self._threads["heartbeat"].join()
+        with self._watch_cond:
+            self._watch_stop = True
+            self._watch_cond.notify_all()
+        self._threads["watchdog"].join()
+        for _ in range(self.concurrency):
+            self._work.put(None)
+        # Last: deregistering frees the name, and would retry any job we still held.
+        self._quietly("deregister", "DELETE", f"/workers/{worker_id}")
+        logger.info("worker %s stopped", self.name)
+
+    def _quietly(self, what: str, method: str, path: str) -> None:
+        try:
+            self.client.request(method, path, idempotent=True)
+        except TaskForgeError as exc:
+            logger.warning("%s failed: %s", what, exc)
+
+    def _release_client(self) -> None:
+        """Close our own client, unless the fetcher is mid-request (it closes it then)."""
+        with self._lock:
+            self._run_finished = True
+            close = self._owns_client and not self._fetch_in_flight
+        if close:
+            self.client.close()
+
+    # --- signals ------------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous: dict[int, Any] = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._on_signal)
+        return previous
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        self._signals += 1
+        if self._signals > 1:
+            logger.warning("second %s: exiting now; the server retries the held jobs", name)
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            sys.stderr.flush()
+            # Now, as promised: no cleanup, no waiting for a handler that may never return.
+            os._exit(1)
+        logger.info("received %s: draining (send it again to exit at once)", name)
+        self.stop()
+
+    # --- fetching -----------------------------------------------------------------------------
+
+    def _fetch(self, *, wait: int, limit: int) -> list[AssignedJob]:
+        data = self.client.request(
+            "GET",
+            f"/workers/{self.worker_id}/jobs",
+            params={"wait": wait, "max": max(1, min(limit, 1000))},
+            # A long-poll answers after up to `wait` seconds: don't time it out before.
+            timeout=wait + self.client.timeout,
+        )
+        return [AssignedJob.from_dict(job) for job in data["jobs"]]
+
+    def _fetch_loop(self) -> None:
+        failures = 0
+        while True:
+            with self._lock:
+                while not self._stop_requested.is_set() and self._busy >= self.concurrency:
+                    self._lock.wait()
+                if self._stop_requested.is_set():
+                    return
+                free = self.concurrency - self._busy
+                self._fetch_in_flight = True
+            jobs: list[AssignedJob] = []
+            worker_id = self.worker_id
+            try:
+                jobs = self._fetch(wait=self.poll_wait, limit=free)
+                failures = 0
+                if not jobs and not self.poll_wait:
+                    self._stop_requested.wait(1.0)  # plain polling: once a second
+            except (AuthenticationError, PermissionDenied) as exc:
+                logger.error("the server refused the API key: %s", exc)
+                self._fatal = exc
+                self.stop()
+            except NotFound:
+                self._reregister(worker_id)
+            except Exception as exc:
+                if not self._stop_requested.is_set():
+                    failures += 1
+                    delay = self.client.retry_policy.backoff(min(failures, 6))
+                    logger.warning("fetching jobs failed (%s); retrying in %.1fs", exc, delay)
+                    self._stop_requested.wait(delay)
+            finally:
+                with self._lock:
+                    self._fetch_in_flight = False
+                    close = self._run_finished and self._owns_client
+                if close:
+                    self.client.close()
+            self._hand_over(jobs)
+
+    def _hand_over(self, jobs: list[AssignedJob]) -> None:
+        if not jobs:
+            return
+        with self._lock:
+            if self._closed:
+                # Fetched after the drain finished: deregistering makes the server retry them.
+                logger.warning("dropping %d job(s) fetched after the drain", len(jobs))
+                return
+            held = []
+            for job in jobs:
+                entry = _Held(job, JobContext(job, worker_name=self.name, worker_id=self.worker_id))
+                self._held[job.id] = entry
+                held.append(entry)
+            self._busy += len(held)
+        self._note_lease(jobs)
+        for entry in held:
+            self._work.put(entry)
+
+    def _note_lease(self, jobs: list[AssignedJob]) -> None:
+        expires = [job.lease_expires_at for job in jobs if job.lease_expires_at is not None]
+        if expires:
+            left = (min(expires) - datetime.now(UTC)).total_seconds()
+            if left > 0:
+                self._lease_seconds = left
+
+    # --- running ------------------------------------------------------------------------------
+
+    def _runner_loop(self) -> None:
+        while True:
+            entry = self._work.get()
+            if entry is None:
+                return
+            try:
+                self._execute(entry)
+            except Exception:  # a bug of ours: never lose the slot or the thread silently
+                logger.exception("job %s: the worker failed to run it", entry.job.id)
+                self._finish(entry, Outcome.failure("worker error", retryable=True))
+            if entry.abandoned:
+                return  # timed out: a fresh runner took this thread's place
+
+    def _execute(self, entry: _Held) -> None:
+        job, ctx = entry.job, entry.ctx
+        if job.timeout_seconds:
+            self._watch(entry, time.monotonic() + job.timeout_seconds)
+        handler = self._lookup(job.job_type)
+        if handler is None:
+            outcome = Outcome.failure(f"no handler for job type {job.job_type!r}", retryable=False)
+            logger.error("job %s: %s", job.id, outcome.error)
+            self._finish(entry, outcome)
+            return
+        try:
+            result = self._call(handler, ctx, job.payload)
+        except PermanentError as exc:
+            outcome = self._failed(ctx, exc, retryable=False)
+        except BaseException as exc:  # even SystemExit or KeyboardInterrupt: a failed attempt
+            outcome = self._failed(ctx, exc, retryable=True)
+        else:
+            try:
+                # PostgreSQL's jsonb has no NaN or Infinity either.
+                json.dumps(result, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                outcome = Outcome.failure(
+                    f"the result is not JSON-serializable: {exc}", retryable=False
+                )
+            else:
+                outcome = Outcome(True, result=result)
+        self._finish(entry, outcome)
+
+    def _call(self, handler: Handler, ctx: JobContext, payload: Any) -> Any:
+        if inspect.iscoroutinefunction(handler):
+            return asyncio.run(handler(ctx, payload))
+        return handler(ctx, payload)
+
+    def _failed(self, ctx: JobContext, exc: BaseException, *, retryable: bool) -> Outcome:
+        summary = describe_exception(exc)
+        trace = "".join(traceback.format_exception(exc))
+        if not ctx.timed_out:
+            ctx.log(summary, level="error", traceback=trace, retryable=retryable)
+        return Outcome.failure(summary, retryable=retryable)
+
+    def _lookup(self, job_type: str) -> Handler | None:
+        return (
+            self.registry.get(job_type)
+            or registry.get(job_type)
+            or self.registry.get_fallback()
+            or registry.get_fallback()
+        )
+
+    def _finish(self, entry: _Held, outcome: Outcome, *, abandon: bool = False) -> bool:
+        """Report the job's outcome unless it was already reported; say if this one was."""
+        with self._lock:
+            if entry.finished:
+                return False
+            entry.finished = True
+            entry.abandoned = abandon
+        entry.outcome = outcome
+        try:
+            self._send_logs(entry)
+        finally:
+            self._results.put(entry)
+            with self._lock:
+                self._busy -= 1
+                self._lock.notify_all()
+        return True
+
+    def _send_logs(self, entry: _Held) -> None:
+        entries = entry.ctx.close_log()
+        for start in range(0, len(entries), LOG_CHUNK):
+            body = {
+                "lease_token": entry.job.lease_token,
+                "entries": entries[start : start + LOG_CHUNK],
+            }
+            try:
+                # Not idempotent: a repeat after a lost response would store the lines twice.
+                self.client.request("POST", f"/jobs/{entry.job.id}/logs", json=body)
+            except TaskForgeError as exc:
+                logger.warning(
+                    "job %s: could not store %d log line(s): %s", entry.job.id, len(entries), exc
+                )
+                return
+
+    # --- timeouts -----------------------------------------------------------------------------
+
+    def _watch(self, entry: _Held, deadline: float) -> None:
+        with self._watch_cond:
+            heap = self._watch_heap
+            if len(heap) > max(1000, 4 * self.concurrency):
+                # Finished jobs stay in the heap until their deadline; drop them now and then.
+                heap[:] = [item for item in heap if not item[2].finished]
+                heapq.heapify(heap)
+            heapq.heappush(heap, (deadline, next(self._watch_seq), entry))
+            self._watch_cond.notify()
+
+    def _watchdog_loop(self) -> None:
+        while True:
+            with self._watch_cond:
+                while True:
+                    if self._watch_stop:
+                        return
+                    now = time.monotonic()
+                    if self._watch_heap and self._watch_heap[0][0] <= now:
+                        _, _, entry = heapq.heappop(self._watch_heap)
+                        break
+                    timeout = self._watch_heap[0][0] - now if self._watch_heap else None
+                    self._watch_cond.wait(timeout)
+            if not entry.finished:
+                self._time_out(entry)
+
+    def _time_out(self, entry: _Held) -> None:
+        seconds = entry.job.timeout_seconds
+        entry.ctx.mark_timed_out()
+        outcome = Outcome.failure(f"timed out after {seconds}s", retryable=True)
+        try:
+            if self._finish(entry, outcome, abandon=True):
+                logger.warning(
+                    "job %s (%s) timed out after %ss; its thread keeps running until the "
+                    "handler returns, a new runner takes the slot",
+                    entry.job.id,
+                    entry.job.job_type,
+                    seconds,
+                )
+        finally:
+            if entry.abandoned:
+                self._spawn(f"runner-{entry.job.id}", self._runner_loop)
+
+    # --- reporting ----------------------------------------------------------------------------
+
+    def _reporter_loop(self) -> None:
+        while True:
+            first = self._results.get()
+            if first is None:
+                return
+            batch = [first]
+            last = False
+            deadline = time.monotonic() + self.flush_interval
+            while len(batch) < self.flush_size:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    entry = self._results.get(timeout=left)
+                except queue.Empty:
+                    break
+                if entry is None:
+                    last = True
+                    break
+                batch.append(entry)
+            try:
+                self._report(batch)
+            except Exception:
+                logger.exception("reporting %d result(s) failed", len(batch))
+                self._acknowledge(batch, [])
+            if last:
+                return
+
+    def _report(self, batch: list[_Held]) -> None:
+        tries = 0
+        while True:
+            worker_id = self.worker_id
+            body = {"results": [_result_item(entry) for entry in batch]}
+            try:
+                # Fenced by lease tokens: a repeat only turns into "conflict" outcomes.
+                data = self.client.request(
+                    "POST", f"/workers/{worker_id}/results", json=body, idempotent=True
+                )
+            except (ValidationError, PayloadTooLarge) as exc:
+                self._refused(batch, exc)
+                return
+            except NotFound:
+                # Deregistered by someone else: its leases ended, so these results are stale.
+                logger.warning("worker unknown to the server; %d result(s) dropped", len(batch))
+                self._acknowledge(batch, [])
+                self._reregister(worker_id)
+                return
+            except (TransportError, ServerError, RateLimited) as exc:
+                tries += 1
+                if self._stop_requested.is_set() and tries > SHUTDOWN_REPORT_TRIES:
+                    logger.error("giving up on %d result(s): %s", len(batch), exc)
+                    self._acknowledge(batch, [])
+                    return
+                delay = self.client.retry_policy.backoff(min(tries, 6))
+                logger.warning("reporting results failed (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+                continue
+            except TaskForgeError as exc:
+                # Refused for good (the key was revoked, say): the leases will expire.
+                logger.error("the server refused %d result(s): %s", len(batch), exc)
+                self._acknowledge(batch, [])
+                return
+            self._acknowledge(batch, data.get("results", []))
+            return
+
+    def _refused(self, batch: list[_Held], exc: TaskForgeError) -> None:
+        """The server refused the batch: find the item it refuses and fail that job instead."""
+        if len(batch) > 1:
+            for entry in batch:
+                self._report([entry])
+            return
+        entry = batch[0]
+        if entry.outcome is not None and entry.outcome.succeeded:
+            logger.error("job %s: the server refused its result: %s", entry.job.id, exc)
+            entry.outcome = Outcome.failure(
+                f"result refused by the server: {exc.message}", retryable=False
+            )
+            self._report([entry])
+            return
+        logger.error("job %s: the server refused its failure report: %s", entry.job.id, exc)
+        self._acknowledge(batch, [])
+
+    def _acknowledge(self, batch: list[_Held], outcomes: list[dict[str, Any]]) -> None:
+        by_id = {str(o.get("job_id")): o.get("outcome") for o in outcomes}
+        for entry in batch:
+            outcome = by_id.get(entry.job.id)
+            if outcome == "conflict":
+                # Not retried: the lease is no longer ours (expired and re-assigned, cancelled,
+                # or the result was already recorded).
+                logger.warning(
+                    "job %s: result refused, the lease is no longer current", entry.job.id
+                )
+            elif outcome is not None:
+                logger.debug("job %s: %s", entry.job.id, outcome)
+        with self._lock:
+            for entry in batch:
+                self._held.pop(entry.job.id, None)
+
+    # --- heartbeats ---------------------------------------------------------------------------
+
+    def _heartbeat_every(self) -> float:
+        if self.heartbeat_interval is not None:
+            return self.heartbeat_interval
+        return min(MAX_HEARTBEAT_SECONDS, max(1.0, self._lease_seconds / 3))
+
+    def _heartbeat_loop(self) -> None:
+        while not self._heartbeat_stop.wait(self._heartbeat_every()):
+            worker_id = self.worker_id
+            try:
+                data = self.client.request(
+                    "POST",
+                    f"/workers/{worker_id}/heartbeat",
+                    json={"running": self.running},
+                    idempotent=True,
+                )
+            except NotFound:
+                self._reregister(worker_id)
+                continue
+            except Exception as exc:
+                logger.warning("heartbeat failed: %s", exc)
+                continue
+            if data.get("status") == "draining" and not self._stop_requested.is_set():
+                logger.info("the server is draining this worker")
+                self.stop()
+
+
+def _result_item(entry: _Held) -> dict[str, Any]:
+    outcome = entry.outcome
+    assert outcome is not None
+    item: dict[str, Any] = {"job_id": entry.job.id, "lease_token": entry.job.lease_token}
+    if outcome.succeeded:
+        item.update(status="succeeded", result=outcome.result)
+    else:
+        item.update(status="failed", error=outcome.error, retryable=outcome.retryable)
+    return item

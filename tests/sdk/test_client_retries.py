@@ -1,0 +1,211 @@
+"""The client's retry rules, against httpx.MockTransport (no server, no database).
+
+Transient failures are simulated here only; everything else in tests/sdk runs against the
+real server.
+"""
+
+import json
+
+import httpx
+import pytest
+from taskforge_client import (
+    RateLimited,
+    RetryPolicy,
+    ServerError,
+    TaskForge,
+    TransportError,
+    ValidationError,
+)
+
+JOB = {"id": "0190a000-0000-7000-8000-000000000001", "queue": "default", "job_type": "t",
+       "state": "pending", "payload": {}, "priority": 5, "attempts": 0}  # fmt: skip
+
+
+class Script:
+    """A transport that answers each request with the next scripted response."""
+
+    def __init__(self, *responses):
+        self.responses = list(responses)
+        self.requests = []
+
+    def __call__(self, request):
+        self.requests.append(request)
+        answer = self.responses.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def error(status, code, headers=None):
+    body = {"error": {"code": code, "message": f"{code} happened", "details": {"x": 1}}}
+    return httpx.Response(status, json=body, headers=headers or {})
+
+
+def client_for(script, attempts=4):
+    sleeps = []
+    policy = RetryPolicy(attempts=attempts, backoff_base=0.01, sleep=sleeps.append)
+    client = TaskForge(
+        "http://tf.test/api/v1/", "tf_key", retry=policy, transport=httpx.MockTransport(script)
+    )
+    return client, sleeps
+
+
+def test_it_retries_a_429_after_the_retry_after_the_server_asked_for():
+    script = Script(error(429, "rate_limited", {"Retry-After": "3"}), httpx.Response(200, json=JOB))
+    client, sleeps = client_for(script)
+
+    job = client.get_job(JOB["id"])
+
+    assert job.id == JOB["id"]
+    assert len(script.requests) == 2
+    assert sleeps == [3.0]
+
+
+def test_it_retries_a_429_even_for_a_post_without_idempotency_key():
+    script = Script(error(429, "rate_limited", {"Retry-After": "1"}), httpx.Response(200, json=JOB))
+    client, sleeps = client_for(script)
+
+    client.cancel(JOB["id"])
+
+    assert len(script.requests) == 2 and sleeps == [1.0]
+
+
+def test_it_raises_rate_limited_with_retry_after_when_retries_run_out():
+    script = Script(*[error(429, "rate_limited", {"Retry-After": "2"}) for _ in range(3)])
+    client, sleeps = client_for(script, attempts=3)
+
+    with pytest.raises(RateLimited) as caught:
+        client.get_job(JOB["id"])
+
+    assert caught.value.retry_after == 2.0
+    assert caught.value.status == 429 and caught.value.code == "rate_limited"
+    assert caught.value.details == {"x": 1}
+    assert sleeps == [2.0, 2.0]
+
+
+def test_it_does_not_wait_for_a_retry_after_longer_than_the_policy_allows():
+    script = Script(error(429, "rate_limited", {"Retry-After": "3600"}))
+    client, sleeps = client_for(script)
+
+    with pytest.raises(RateLimited) as caught:
+        client.get_job(JOB["id"])
+
+    assert caught.value.retry_after == 3600 and sleeps == []
+
+
+def test_it_retries_reads_on_502_503_504_with_growing_backoff():
+    script = Script(
+        httpx.Response(502, text="<html>bad gateway</html>"),
+        error(503, "unavailable"),
+        httpx.Response(504),
+        httpx.Response(200, json=JOB),
+    )
+    client, sleeps = client_for(script)
+
+    assert client.get_job(JOB["id"]).state == "pending"
+    assert len(sleeps) == 3
+    # Equal jitter: each wait is at least half its exponential step (0.01, 0.02, 0.04).
+    assert [s >= step / 2 for s, step in zip(sleeps, (0.01, 0.02, 0.04), strict=True)] == [True] * 3
+
+
+def test_it_retries_reads_on_connection_errors():
+    script = Script(
+        httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.Response(200, json=JOB)
+    )
+    client, _ = client_for(script)
+
+    assert client.get_job(JOB["id"]).id == JOB["id"]
+    assert len(script.requests) == 3
+
+
+def test_it_does_not_repeat_a_post_that_may_have_created_something():
+    script = Script(error(503, "unavailable"))
+    client, sleeps = client_for(script)
+
+    with pytest.raises(ServerError) as caught:
+        client.request("POST", "/jobs/x/retry")
+
+    assert caught.value.status == 503 and len(script.requests) == 1 and sleeps == []
+
+
+def test_it_does_not_repeat_a_post_whose_response_timed_out():
+    script = Script(httpx.ReadTimeout("slow"))
+    client, _ = client_for(script)
+
+    with pytest.raises(TransportError) as caught:
+        client.request("POST", "/jobs/x/logs", json={})
+
+    assert caught.value.status is None and len(script.requests) == 1
+
+
+def test_it_repeats_a_post_that_never_left():
+    script = Script(httpx.ConnectError("refused"), httpx.Response(200, json=JOB))
+    client, _ = client_for(script)
+
+    client.cancel(JOB["id"])
+
+    assert len(script.requests) == 2
+
+
+def test_submit_repeats_with_the_same_generated_idempotency_key():
+    script = Script(
+        httpx.ReadTimeout("slow"), error(502, "bad_gateway"), httpx.Response(201, json=JOB)
+    )
+    client, _ = client_for(script)
+
+    client.submit("default", "t", {"a": 1})
+
+    bodies = [json.loads(request.content) for request in script.requests]
+    keys = {body["idempotency_key"] for body in bodies}
+    assert len(bodies) == 3 and len(keys) == 1 and None not in keys
+    assert bodies[0] == {"queue": "default", "job_type": "t", "payload": {"a": 1},
+                         "idempotency_key": bodies[0]["idempotency_key"]}  # fmt: skip
+
+
+def test_each_submit_gets_its_own_idempotency_key_unless_one_is_given():
+    script = Script(*[httpx.Response(201, json=JOB) for _ in range(3)])
+    client, _ = client_for(script)
+
+    client.submit("default", "t")
+    client.submit("default", "t")
+    client.submit("default", "t", idempotency_key="mine")
+
+    keys = [json.loads(request.content)["idempotency_key"] for request in script.requests]
+    assert keys[0] != keys[1] and keys[2] == "mine"
+
+
+def test_it_gives_up_after_the_policy_attempts_and_says_why():
+    script = Script(*[httpx.ConnectError("refused") for _ in range(4)])
+    client, sleeps = client_for(script)
+
+    with pytest.raises(TransportError, match="ConnectError"):
+        client.get_job(JOB["id"])
+
+    assert len(script.requests) == 4 and len(sleeps) == 3
+
+
+def test_it_never_retries_client_errors():
+    script = Script(error(400, "validation_error"))
+    client, sleeps = client_for(script)
+
+    with pytest.raises(ValidationError) as caught:
+        client.get_job(JOB["id"])
+
+    assert caught.value.message == "validation_error happened" and sleeps == []
+
+
+def test_it_sends_the_key_and_accepts_a_url_with_or_without_the_api_prefix():
+    script = Script(httpx.Response(200, json=JOB), httpx.Response(200, json=JOB))
+    for url in ("http://tf.test", "http://tf.test/api/v1"):
+        client = TaskForge(url, "tf_secret", transport=httpx.MockTransport(script))
+        client.get_job("abc")
+    assert [str(r.url) for r in script.requests] == ["http://tf.test/api/v1/jobs/abc"] * 2
+    assert script.requests[0].headers["Authorization"] == "Bearer tf_secret"
+
+
+def test_run_at_must_be_timezone_aware():
+    from datetime import datetime
+
+    client, _ = client_for(Script())
+    with pytest.raises(ValueError, match="timezone-aware"):
+        client.submit("default", "t", run_at=datetime(2030, 1, 1))

@@ -352,7 +352,7 @@ def print_banner(url: str, demo: dict[str, Any]) -> None:
         "  Submit a job:",
         f'    curl -X POST -H "Authorization: Bearer {demo.get("api_key") or "<key>"}" '
         '-H "Content-Type: application/json"',
-        f"""      -d '{{"queue": "default", "job_type": "demo.hello", "payload": {{}}}}' """
+        f"""      -d '{{"queue": "default", "job_type": "demo.echo", "payload": {{"hi": 1}}}}' """
         f"{url}/api/v1/jobs",
         "",
         f"  Credentials are saved in {DEMO_FILE.relative_to(ROOT)}. Ctrl-C stops everything.",

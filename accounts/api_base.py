@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.views import APIView
@@ -105,7 +106,12 @@ def note_cross_tenant_attempt(
     """Audit a request for an object that exists in another organization (it still gets 404).
 
     The existence check is the one cross-tenant read the API makes, and only to audit it.
+    An id that cannot be the model's primary key (a malformed UUID) names nothing anywhere.
     """
+    try:
+        pk = model._meta.pk.to_python(pk)
+    except DjangoValidationError:
+        return
     if model.objects.all_tenants().filter(pk=pk).exclude(organization=organization).exists():
         record_audit(
             organization,

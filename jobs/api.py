@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +42,7 @@ from jobs.serializers import (
 )
 from queues.models import Queue
 from taskforge.lib.errors import NotFound, ValidationFailed
+from taskforge.lib.ids import is_uuid
 from taskforge.lib.pagination import paginate
 from taskforge.lib.serializers import page_of
 
@@ -70,17 +70,8 @@ def _get_job(request: Request, job_id: str) -> Job:
     try:
         return services.get_job(project_of(request), job_id)
     except NotFound:
-        if _is_uuid(job_id):
-            note_cross_tenant_attempt(request, organization_of(request), Job, job_id)
+        note_cross_tenant_attempt(request, organization_of(request), Job, job_id)
         raise
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 class JobListApi(TenantAPIView):
@@ -162,7 +153,7 @@ def _filtered(jobs: QuerySet[Job], request: Request) -> QuerySet[Job]:
             jobs = jobs.filter(**{lookup: _parse_time(name, raw)})
     if q := params.get("q"):
         match = Q(job_type__icontains=q) | Q(idempotency_key=q)
-        if _is_uuid(q):
+        if is_uuid(q):
             match |= Q(pk=q)
         jobs = jobs.filter(match)
     return jobs
@@ -312,8 +303,7 @@ class BatchDetailApi(TenantAPIView):
         try:
             batch = services.batch_status(project_of(request), batch_id)
         except NotFound:
-            if _is_uuid(batch_id):
-                note_cross_tenant_attempt(request, organization_of(request), Batch, batch_id)
+            note_cross_tenant_attempt(request, organization_of(request), Batch, batch_id)
             raise
         return Response(BatchStatusSerializer(batch).data)
 

@@ -8,7 +8,6 @@ worker's channel or ``wait`` runs out, re-checking every few seconds in case a N
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 from django.db import close_old_connections
@@ -51,17 +50,8 @@ def _worker(request: Request, worker_id: str) -> Worker:
     try:
         return services.get_worker(project_of(request), worker_id)
     except NotFound:
-        if _is_uuid(worker_id):
-            note_cross_tenant_attempt(request, organization_of(request), Worker, worker_id)
+        note_cross_tenant_attempt(request, organization_of(request), Worker, worker_id)
         raise
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:

@@ -13,3 +13,12 @@ import uuid_utils
 
 def uuid7() -> uuid.UUID:
     return uuid.UUID(bytes=uuid_utils.uuid7().bytes)
+
+
+def is_uuid(value: str) -> bool:
+    """True when ``value`` parses as a UUID (in any of the forms uuid.UUID accepts)."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

@@ -12,8 +12,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
-from importlib import resources
 from typing import Any
 from uuid import UUID
 
@@ -21,42 +19,22 @@ import psycopg
 from django.db import connection
 from psycopg import sql
 
-from taskforge import conf
+from taskforge.lib.sqlfiles import SqlFiles
 
 DISPATCH_CHANNEL = "taskforge_jobs"
 
 
 def worker_channel(worker_id: UUID) -> str:
-    """The LISTEN channel on which a worker hears that jobs were assigned to it."""
+    """The LISTEN channel on which a worker hears that jobs were assigned to it.
+
+    claim_jobs.sql builds the same name in SQL.
+    """
     return f"taskforge_worker_{worker_id.hex}"
 
 
-@cache
-def _sql(name: str) -> str:
-    return resources.files("jobs").joinpath("sql", f"{name}.sql").read_text()
-
-
-def _cursor() -> psycopg.Cursor[Any]:
-    """A server-side-binding cursor on Django's connection (so inside its transaction).
-
-    Django's own cursors bind client-side, rendering every array element into the SQL text;
-    binding server-side sends the arrays as parameters and lets PostgreSQL keep each hot
-    statement prepared for the life of the connection (TASKFORGE_PREPARED_STATEMENTS).
-    """
-    connection.ensure_connection()
-    return psycopg.Cursor(connection.connection)
-
-
-def _execute(name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    with _cursor() as cursor:
-        cursor.execute(_sql(name), params, prepare=conf.prepared_statements())
-        return cursor.fetchall() if cursor.description else []
-
-
-def _rowcount(name: str, params: dict[str, Any]) -> int:
-    with _cursor() as cursor:
-        cursor.execute(_sql(name), params, prepare=conf.prepared_statements())
-        return cursor.rowcount
+_SQL = SqlFiles("jobs")
+_execute = _SQL.rows
+_rowcount = _SQL.rowcount
 
 
 # The columns of insert_jobs.sql: every concrete field of Job, in model order, so a row can
@@ -74,14 +52,41 @@ class DuplicateIdempotencyKey(Exception):
 
 
 def insert_jobs(rows: Sequence[tuple[Any, ...]]) -> None:
-    """COPY new job rows (values in JOB_COLUMNS order; payload and result as JSON text)."""
-    with _cursor() as cursor:
-        try:
-            with cursor.copy(_sql("insert_jobs")) as copy:
-                for row in rows:
-                    copy.write_row(row)
-        except psycopg.errors.UniqueViolation as exc:
-            raise DuplicateIdempotencyKey(str(exc)) from exc
+    """Insert new job rows (values in JOB_COLUMNS order; payload and result as JSON text) and
+    NOTIFY the dispatchers when any of them is pending.
+
+    One row goes in with one INSERT that also NOTIFYs; many are streamed with COPY.
+    """
+    state = JOB_COLUMNS.index("state")
+    try:
+        if len(rows) == 1:
+            _execute("insert_job", dict(zip(JOB_COLUMNS, rows[0], strict=True)))
+            return
+        with _SQL.cursor() as cursor, cursor.copy(_SQL.text("insert_jobs")) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except psycopg.errors.UniqueViolation as exc:
+        raise DuplicateIdempotencyKey(str(exc)) from exc
+    if any(row[state] == "pending" for row in rows):
+        notify([DISPATCH_CHANNEL])
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDefaults:
+    """What a new job takes from its queue."""
+
+    id: UUID
+    max_attempts: int
+    timeout_seconds: int
+
+
+def submit_queues(
+    project_id: UUID, names: Sequence[str]
+) -> tuple[dict[str, QueueDefaults], datetime | None]:
+    """The project's queues among ``names`` by name, and the transaction's now()."""
+    rows = _execute("submit_queues", {"project_id": project_id, "names": list(names)})
+    queues = {row[0]: QueueDefaults(row[1], row[2], row[3]) for row in rows}
+    return queues, rows[0][4] if rows else None
 
 
 def lock_parents(project_id: UUID, job_ids: Sequence[UUID]) -> dict[UUID, str]:
@@ -115,7 +120,8 @@ def claim_jobs(slots: Sequence[Slot], *, lease_seconds: int) -> list[tuple[UUID,
         "slots": [s.number for s in slots],
         "lease_seconds": lease_seconds,
     }
-    return [(job_id, worker_id) for job_id, worker_id in _execute("claim_jobs", params)]
+    # The statement also NOTIFYs each worker's channel (worker_channel()).
+    return [(job_id, worker_id) for job_id, worker_id, _ in _execute("claim_jobs", params)]
 
 
 def promote_due(*, limit: int) -> int:

@@ -53,7 +53,6 @@ from taskforge.lib.ids import uuid7
 # A losing idempotency race is retried this many times (each retry finds the winner's job).
 _IDEMPOTENCY_RETRIES = 3
 _FAILED_STATES = (JobState.DEAD, JobState.CANCELLED)
-_STATE = claiming.JOB_COLUMNS.index("state")
 
 
 class Submitted:
@@ -169,8 +168,6 @@ def _submit(
     except claiming.DuplicateIdempotencyKey:
         raise IdempotencyRace() from None
     _insert_edges(project, specs, ids, by_ref, repeats)
-    if any(row[_STATE] == JobState.PENDING for row in rows.values()):
-        claiming.notify([claiming.DISPATCH_CHANNEL])
     return Submitted(
         ids=ids,
         created=[i not in repeats for i in range(len(specs))],
@@ -199,16 +196,14 @@ def _where(as_batch: bool, index: int, name: str) -> tuple[str, dict[str, Any]]:
 
 def _resolve_queues(
     project: Project, specs: Sequence[JobSpec], *, as_batch: bool
-) -> tuple[dict[str, Queue], datetime]:
-    """The specs' queues by name, and the transaction's now() read in the same round trip."""
-    names = {s.queue for s in specs}
-    rows = Queue.objects.for_project(project).filter(name__in=names).annotate(db_now=Now())
-    queues = {q.name: q for q in rows}
+) -> tuple[dict[str, claiming.QueueDefaults], datetime]:
+    """The specs' queues by name, and the transaction's now(), in one round trip."""
+    queues, now = claiming.submit_queues(project.pk, sorted({s.queue for s in specs}))
     for index, spec in enumerate(specs):
         if spec.queue not in queues:
             where, details = _where(as_batch, index, "queue")
             raise ValidationFailed(f"{where}: no queue named {spec.queue!r}", details=details)
-    now: datetime = next(iter(queues.values())).db_now  # type: ignore[attr-defined]
+    assert now is not None  # at least one queue was found
     return queues, now
 
 
@@ -249,7 +244,7 @@ def _new_rows(
     project: Project,
     specs: Sequence[JobSpec],
     payloads: list[str],
-    queues: dict[str, Queue],
+    queues: dict[str, claiming.QueueDefaults],
     parent_states: dict[UUID, str],
     existing: dict[str, tuple[UUID, str]],
     by_ref: dict[str, int],
@@ -290,7 +285,7 @@ def _new_rows(
         # For the children in this batch, a new job is never "succeeded" yet.
         state_of[i] = JobState.CANCELLED if failed else JobState.BLOCKED
         rows[i] = (
-            ids[i], project.organization_id, project.pk, queue.pk, spec.job_type, payloads[i],
+            ids[i], project.organization_id, project.pk, queue.id, spec.job_type, payloads[i],
             state, spec.priority, run_at, 0, spec.max_attempts or queue.max_attempts,
             spec.timeout_seconds or queue.timeout_seconds, spec.idempotency_key, list(spec.tags),
             None, f"cancelled: a parent job ended {failed}" if failed else "",

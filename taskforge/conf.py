@@ -42,7 +42,3 @@ def maintenance_interval() -> float:
 def signup_enabled() -> bool:
     return bool(settings.TASKFORGE_SIGNUP_ENABLED)
 
-
-def prepared_statements() -> bool:
-    """Prepare the engine's hot statements; turn off behind a pooler that cannot keep them."""
-    return bool(settings.TASKFORGE_PREPARED_STATEMENTS)

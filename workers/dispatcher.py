@@ -36,7 +36,8 @@ from jobs import claiming, services
 from jobs.models import Job, JobExecution, JobState
 from queues.models import Queue
 from taskforge import conf
-from workers.models import QueueWorkerAssignment, Worker, WorkerStatus
+from workers import dispatch_sql
+from workers.models import Worker, WorkerStatus
 from workers.planning import Assignment, RoundRobinState, plan_slots
 
 logger = logging.getLogger("taskforge.dispatcher")
@@ -46,6 +47,9 @@ MAX_COOLDOWN = 0.05
 
 # Seconds of idleness after which the next tick first checks its database connection.
 HEALTH_CHECK_AFTER_IDLE = 5.0
+
+# Seconds between promotions of due scheduled jobs while the dispatcher is busy.
+PROMOTE_INTERVAL = 0.1
 
 # Seconds between lease-expiry / silent-worker sweeps while the dispatcher is busy.
 SWEEP_INTERVAL = 1.0
@@ -84,6 +88,7 @@ class Dispatcher:
         self._listener: psycopg.Connection[Any] | None = None
         self._next_maintenance = 0.0
         self._next_sweep = 0.0
+        self._next_promote = 0.0
         self._failures = 0
         self._last_tick = (0.0, 0.0)
 
@@ -92,11 +97,18 @@ class Dispatcher:
     def tick(self) -> TickResult:
         """Run every step once, in order.
 
-        Lease expiry and the silent-worker sweep need no sub-second precision, so a busy
+        Promotion of due jobs runs at most every PROMOTE_INTERVAL (a delayed job starts at
+        most that late; an idle dispatcher, ticking once per poll interval, always promotes),
+        which keeps it off the path of a submit that wakes the dispatcher. Lease expiry and
+        the silent-worker sweep need no sub-second precision, so a busy
         dispatcher (woken by every batch of results) runs them at most once per
         SWEEP_INTERVAL, or again at once when their last run hit the batch limit.
         """
-        promoted = self.promote_due()
+        promoted = 0
+        if time.monotonic() >= self._next_promote:
+            promoted = self.promote_due()
+            behind = promoted == self.batch_size
+            self._next_promote = time.monotonic() + (0 if behind else PROMOTE_INTERVAL)
         assigned = self.assign()
         expired = offline = 0
         if time.monotonic() >= self._next_sweep:
@@ -116,10 +128,9 @@ class Dispatcher:
     def assign(self) -> int:
         """Claim pending jobs into the free slots of online workers; NOTIFY each worker."""
         with transaction.atomic(durable=True):
-            free = self._free_slots()
+            free, assignments, capped = self._free_slots_and_assignments()
             if not free:
                 return 0
-            assignments, capped = self._assignments(free)
             queue_ids = {a.queue_id for choices in assignments.values() for a in choices}
             if not queue_ids:
                 return 0
@@ -128,8 +139,8 @@ class Dispatcher:
             if capped:
                 self._apply_concurrency_caps(available, capped)
             slots = plan_slots(free, assignments, available, budget=budget, state=self._round_robin)
+            # The claim NOTIFYs the workers that got jobs, in the same statement.
             claimed = claiming.claim_jobs(slots, lease_seconds=self.lease_seconds)
-            claiming.notify([claiming.worker_channel(worker_id) for _, worker_id in claimed])
         return len(claimed)
 
     def expire_leases(self) -> int:
@@ -166,51 +177,29 @@ class Dispatcher:
 
     # --- helpers of assign() ----------------------------------------------------------------
 
-    def _free_slots(self) -> dict[uuid.UUID, int]:
-        """Free slots of the online workers this dispatcher locked for this tick.
+    def _free_slots_and_assignments(
+        self,
+    ) -> tuple[dict[uuid.UUID, int], dict[uuid.UUID, list[Assignment]], set[uuid.UUID]]:
+        """Free slots of the online workers this dispatcher locked for this tick, their
+        active assignments to unpaused queues, and which of those queues have a cap.
 
-        Locking the worker rows (SKIP LOCKED) makes dispatchers serve disjoint sets of workers,
-        and the running counts read afterwards include every claim committed before: without
-        it two dispatchers would both fill the same free slots.
+        Two statements, in this order (workers/sql/lock_online_workers.sql says why).
         """
-        capacity = dict(
-            Worker.objects.all_tenants()
-            .filter(status=WorkerStatus.ONLINE)
-            .order_by("pk")
-            # NO KEY: rows that merely reference a worker (assignments) need not wait for us.
-            .select_for_update(skip_locked=True, no_key=True)
-            .values_list("pk", "capacity")
-        )
+        capacity = dispatch_sql.lock_online_workers()
         if not capacity:
-            return {}
-        running = dict(
-            Job.objects.all_tenants()
-            .filter(state=JobState.PROCESSING, worker_id__in=list(capacity))
-            .values("worker_id")
-            .annotate(n=Count("*"))
-            .values_list("worker_id", "n")
-        )
-        free = {w: cap - running.get(w, 0) for w, cap in capacity.items()}
-        return {w: n for w, n in free.items() if n > 0}
-
-    def _assignments(
-        self, free: dict[uuid.UUID, int]
-    ) -> tuple[dict[uuid.UUID, list[Assignment]], set[uuid.UUID]]:
-        """Each worker's active assignments to unpaused queues, and the queues with a cap."""
-        rows = (
-            QueueWorkerAssignment.objects.all_tenants()
-            .filter(worker_id__in=list(free), is_active=True, queue__paused=False)
-            .values_list(
-                "worker_id", "queue_id", "weight", "queue__priority", "queue__max_concurrency"
-            )
-        )
+            return {}, {}, set()
+        rows = dispatch_sql.worker_assignments(list(capacity))
+        free: dict[uuid.UUID, int] = {}
         by_worker: dict[uuid.UUID, list[Assignment]] = defaultdict(list)
         capped: set[uuid.UUID] = set()
-        for worker_id, queue_id, weight, priority, max_concurrency in rows:
+        for worker_id, queue_id, weight, priority, max_concurrency, busy in rows:
+            if capacity[worker_id] - busy <= 0:
+                continue
+            free[worker_id] = capacity[worker_id] - busy
             by_worker[worker_id].append(Assignment(queue_id, weight, priority))
             if max_concurrency is not None:
                 capped.add(queue_id)
-        return by_worker, capped
+        return free, by_worker, capped
 
     def _apply_concurrency_caps(
         self, available: dict[uuid.UUID, int], capped: set[uuid.UUID]

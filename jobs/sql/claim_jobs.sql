@@ -59,4 +59,8 @@ executions AS (
     SELECT organization_id, project_id, id, attempts, lease_token, worker_id, 'started', '', now()
     FROM claimed
 )
-SELECT id, worker_id FROM claimed
+-- Each worker that got jobs is NOTIFYed here rather than in a statement of its own;
+-- PostgreSQL delivers one notification per channel and payload per transaction, at commit.
+SELECT id, worker_id,
+    pg_notify('taskforge_worker_' || replace(worker_id::text, '-', ''), '')
+FROM claimed

@@ -1,6 +1,6 @@
 """End-to-end benchmark (not a test): HTTP API + dispatcher + SDK workers. Prints JSON lines.
 
-    python -m bench.e2e [--jobs 20000] [--workers 2] [--concurrency 16]
+    python -m bench.e2e [--jobs 20000] [--workers 2] [--concurrency 100]
 
 Processes, all on this machine: gunicorn (deploy/gunicorn.conf.py, production settings),
 one `manage.py rundispatcher`, and `--workers` SDK worker processes (`taskforge-worker`
@@ -127,7 +127,7 @@ def main() -> None:
         "--single", type=int, default=2_000, help="jobs for the one-at-a-time submit"
     )
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=100)
     args = parser.parse_args()
 
     fresh_database()

@@ -41,4 +41,3 @@ def maintenance_interval() -> float:
 
 def signup_enabled() -> bool:
     return bool(settings.TASKFORGE_SIGNUP_ENABLED)
-

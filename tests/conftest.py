@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from rest_framework.test import APIClient
 
 from accounts.models import ApiKey, Organization, Project, Role, User, hash_api_key
 from billing.models import Subscription
@@ -125,5 +126,23 @@ def make_queue(project: Project) -> Callable[..., Queue]:
         return Queue.objects.create(
             organization_id=project.organization_id, project=project, name=name, **fields
         )
+
+    return make
+
+
+def bearer(raw: str) -> APIClient:
+    """An API client that sends ``raw`` (an API key or a JWT) as its bearer token."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return client
+
+
+@pytest.fixture
+def key_client(make_api_key: Any, project: Project) -> Callable[..., APIClient]:
+    """``key_client(*scopes, project=…)``: a client authenticated by a new key with those scopes."""
+
+    def make(*scopes: str, project: Project = project) -> APIClient:
+        _, raw = make_api_key(scopes=list(scopes), project=project)
+        return bearer(raw)
 
     return make

@@ -44,22 +44,7 @@ API = "/api/v1"
 WORK_QUEUE = "work"
 
 
-def bearer(raw: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    return client
-
-
 # --- clients ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def key_client(make_api_key: Any, project: Project) -> Callable[..., APIClient]:
-    def make(*scopes: str, project: Project = project) -> APIClient:
-        _, raw = make_api_key(scopes=list(scopes), project=project)
-        return bearer(raw)
-
-    return make
 
 
 @pytest.fixture

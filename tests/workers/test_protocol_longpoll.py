@@ -5,7 +5,8 @@ import time
 import pytest
 
 from jobs.models import Job
-from tests.workers.conftest import InThread, bearer, long_polls_waiting, wait_until
+from tests.conftest import bearer
+from tests.workers.conftest import InThread, long_polls_waiting, wait_until
 from workers.api import RECHECK_SECONDS
 from workers.dispatcher import Dispatcher
 

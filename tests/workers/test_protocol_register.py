@@ -12,7 +12,8 @@ import pytest
 from django.db.models.functions import Now
 
 from jobs.models import ExecutionStatus, Job, JobExecution, JobState
-from tests.workers.conftest import InThread, bearer
+from tests.conftest import bearer
+from tests.workers.conftest import InThread
 from workers.dispatcher import Dispatcher
 from workers.models import QueueWorkerAssignment, Worker, WorkerStatus
 

@@ -230,6 +230,11 @@ def extend_leases(worker_id: UUID, job_ids: Sequence[UUID], *, lease_seconds: in
     return _rowcount("extend_leases", params)
 
 
+def prune_jobs(*, limit: int, days: int | None = None) -> int:
+    """Delete up to ``limit`` finished jobs past retention (see prune_jobs.sql); return how many."""
+    return _rowcount("prune_jobs", {"limit": limit, "days": days})
+
+
 def expire_worker_leases(worker_ids: Sequence[UUID]) -> int:
     if not worker_ids:
         return 0

@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from django.db import connection
+from django.db import IntegrityError, connection
 from psycopg import sql
 
 from taskforge.lib.sqlfiles import SqlFiles
@@ -62,11 +62,17 @@ def insert_jobs(rows: Sequence[tuple[Any, ...]]) -> None:
         if len(rows) == 1:
             _execute("insert_job", dict(zip(JOB_COLUMNS, rows[0], strict=True)))
             return
-        with _SQL.cursor() as cursor, cursor.copy(_SQL.text("insert_jobs")) as copy:
+        with (
+            connection.wrap_database_errors,
+            _SQL.cursor() as cursor,
+            cursor.copy(_SQL.text("insert_jobs")) as copy,
+        ):
             for row in rows:
                 copy.write_row(row)
-    except psycopg.errors.UniqueViolation as exc:
-        raise DuplicateIdempotencyKey(str(exc)) from exc
+    except IntegrityError as exc:
+        if isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
+            raise DuplicateIdempotencyKey(str(exc)) from exc
+        raise
     if any(row[state] == "pending" for row in rows):
         notify([DISPATCH_CHANNEL])
 

@@ -5,7 +5,9 @@ execute it (jobs/claiming.py, workers/dispatch_sql.py). Statements run on a serv
 binding cursor over Django's connection, so inside Django's transaction: Django's own cursors
 bind client-side, rendering every array element into the SQL text, while binding server-side
 sends arrays as parameters and lets PostgreSQL keep each statement prepared for the life of
-the connection (TASKFORGE_PREPARED_STATEMENTS).
+the connection (TASKFORGE_PREPARED_STATEMENTS). Errors come out as Django's
+(django.db.OperationalError, IntegrityError, …), exactly as from the ORM, and mark a broken
+connection for Django to replace.
 """
 
 from __future__ import annotations
@@ -33,13 +35,13 @@ class SqlFiles:
 
     def rows(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Execute ``name``.sql; return its rows (none for a statement without results)."""
-        with self.cursor() as cursor:
+        with connection.wrap_database_errors, self.cursor() as cursor:
             cursor.execute(self.text(name), params, prepare=_prepare())
             return cursor.fetchall() if cursor.description else []
 
     def rowcount(self, name: str, params: dict[str, Any]) -> int:
         """Execute ``name``.sql; return how many rows it changed."""
-        with self.cursor() as cursor:
+        with connection.wrap_database_errors, self.cursor() as cursor:
             cursor.execute(self.text(name), params, prepare=_prepare())
             return cursor.rowcount
 

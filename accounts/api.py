@@ -23,7 +23,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import services
-from accounts.api_base import TenantAPIView, actor_of, note_cross_tenant_attempt, organization_of
+from accounts.api_base import TenantAPIView, actor_of, get_or_404, organization_of
 from accounts.models import ApiKey, AuditLog, Project, User
 from accounts.serializers import (
     ApiKeyCreatedSerializer,
@@ -49,7 +49,7 @@ from accounts.serializers import (
     TokenPairSerializer,
 )
 from taskforge import conf
-from taskforge.lib.errors import NotFound, ValidationFailed
+from taskforge.lib.errors import ValidationFailed
 from taskforge.lib.pagination import paginate
 
 # Organization-level views: API keys need the admin scope for reads and writes alike.
@@ -209,11 +209,8 @@ class OrganizationApi(TenantAPIView):
 
 
 def _member_or_404(request: Request, member_id: UUID) -> User:
-    org = organization_of(request)
-    member = User.objects.for_org(org).select_related("organization").filter(pk=member_id).first()
-    if member is None:
-        note_cross_tenant_attempt(request, org, User, member_id)
-        raise NotFound("member not found")
+    members = User.objects.for_org(organization_of(request)).select_related("organization")
+    member: User = get_or_404(request, members, member_id, "member")
     return member
 
 
@@ -284,11 +281,8 @@ class MemberDetailApi(TenantAPIView):
 
 
 def _project_or_404(request: Request, project_id: UUID) -> Project:
-    org = organization_of(request)
-    project = Project.objects.for_org(org).filter(pk=project_id).first()
-    if project is None:
-        note_cross_tenant_attempt(request, org, Project, project_id)
-        raise NotFound("project not found")
+    projects = Project.objects.for_org(organization_of(request))
+    project: Project = get_or_404(request, projects, project_id, "project")
     return project
 
 
@@ -395,11 +389,8 @@ class ApiKeyDetailApi(TenantAPIView):
         summary="Revoke an API key (admin); it stops working at once", responses={204: None}
     )
     def delete(self, request: Request, key_id: UUID) -> Response:
-        org = organization_of(request)
-        key = ApiKey.objects.for_org(org).select_related("organization").filter(pk=key_id).first()
-        if key is None:
-            note_cross_tenant_attempt(request, org, ApiKey, key_id)
-            raise NotFound("API key not found")
+        keys = ApiKey.objects.for_org(organization_of(request)).select_related("organization")
+        key = get_or_404(request, keys, key_id, "API key")
         services.revoke_api_key(key, actor=actor_of(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 

@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import QuerySet
 from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.views import APIView
@@ -133,3 +134,16 @@ def organization_of(request: Request) -> Organization:
     """The organization TenantAPIView resolved for this request."""
     organization: Organization = request.organization  # type: ignore[attr-defined]
     return organization
+
+
+def get_or_404(request: Request, queryset: QuerySet[Any], pk: object, what: str) -> Any:
+    """The row of a tenant-scoped ``queryset`` with this primary key, else 404.
+
+    A miss that names another organization's row is audited (note_cross_tenant_attempt);
+    both answer the same 404.
+    """
+    found = queryset.filter(pk=pk).first()
+    if found is None:
+        note_cross_tenant_attempt(request, organization_of(request), queryset.model, pk)
+        raise NotFound(f"{what} not found")
+    return found

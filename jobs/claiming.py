@@ -151,13 +151,13 @@ class Completion:
     released: list[UUID]
 
 
-def complete_jobs(project_id: UUID | None, items: Sequence[tuple[UUID, UUID, Any]]) -> Completion:
-    """Complete (job id, lease token, result) items; stale tokens are left out of the result."""
+def complete_jobs(project_id: UUID | None, items: Sequence[tuple[UUID, UUID, str]]) -> Completion:
+    """Complete (job id, lease token, result as JSON text) items; stale tokens are left out."""
     params = {
         "project_id": project_id,
         "ids": [item[0] for item in items],
         "lease_tokens": [item[1] for item in items],
-        "results": [json.dumps(item[2]) for item in items],
+        "results": [item[2] for item in items],
     }
     succeeded: list[Outcome] = []
     released: list[UUID] = []

@@ -359,9 +359,11 @@ def report_results(
 
     ``project`` None is for the engine's own callers (benchmarks); the API always scopes.
     """
+    # Each result is serialised once: checked here, and this text is what gets stored.
+    results: dict[UUID, str] = {}
     for item in items:
         if item.succeeded:
-            encode_payload(None, item.result, name="result")
+            results[item.job_id] = encode_payload(None, item.result, name="result")
         elif "\x00" in item.error:
             raise ValidationFailed(
                 "error: must not contain NUL characters", details={"field": "error"}
@@ -369,7 +371,7 @@ def report_results(
     project_id = project.pk if project else None
     with transaction.atomic(durable=True):
         outcomes: dict[UUID, claiming.Outcome | None] = {item.job_id: None for item in items}
-        done = [(i.job_id, i.lease_token, i.result) for i in items if i.succeeded]
+        done = [(i.job_id, i.lease_token, results[i.job_id]) for i in items if i.succeeded]
         failed = [
             (i.job_id, i.lease_token, i.error[:10_000], i.retryable)
             for i in items

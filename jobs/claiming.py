@@ -130,6 +130,12 @@ def claim_jobs(slots: Sequence[Slot], *, lease_seconds: int) -> list[tuple[UUID,
     return [(job_id, worker_id) for job_id, worker_id, _ in _execute("claim_jobs", params)]
 
 
+def schedule_clock() -> datetime:
+    """The database time schedules fire by (see schedule_clock.sql)."""
+    clock: datetime = _execute("schedule_clock", {})[0][0]
+    return clock
+
+
 def promote_due(*, limit: int) -> int:
     """Move due scheduled jobs to pending; return how many moved."""
     return _rowcount("promote_due", {"limit": limit})

@@ -38,9 +38,15 @@ class Batch(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
     project = models.ForeignKey(Project, on_delete=models.CASCADE)
     total = models.PositiveIntegerField(default=0)
-    # An optional job spec enqueued once when every job of the batch has finished.
+    # Optional job specs (queue, job_type, payload…) enqueued once when every job of the
+    # batch has finished: on_complete whatever the outcome, on_success only if all succeeded.
     on_complete = models.JSONField(null=True, blank=True)
+    on_success = models.JSONField(null=True, blank=True)
+    # Set, under the batch's row lock, when the batch was first seen finished and its
+    # callbacks enqueued: the guard that makes them fire exactly once.
     callback_enqueued_at = models.DateTimeField(null=True, blank=True)
+    on_complete_job_id = models.UUIDField(null=True, blank=True)
+    on_success_job_id = models.UUIDField(null=True, blank=True)
     created_at = models.DateTimeField(default=now)
 
     objects = TenantQuerySet["Batch"].as_manager()
@@ -48,9 +54,22 @@ class Batch(models.Model):
     class Meta:
         verbose_name_plural = "batches"
         ordering = ["-created_at"]
+        indexes = [
+            # The dispatcher's safety sweep: batches whose callbacks are still owed.
+            models.Index(
+                fields=["created_at"],
+                name="batch_callback_owed",
+                condition=Q(callback_enqueued_at__isnull=True)
+                & (Q(on_complete__isnull=False) | Q(on_success__isnull=False)),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"batch {self.id}"
+
+    @property
+    def has_callbacks(self) -> bool:
+        return self.on_complete is not None or self.on_success is not None
 
 
 class JobQuerySet(TenantQuerySet["Job"]):
@@ -178,13 +197,24 @@ class Job(models.Model):
         return self.state in TERMINAL_STATES
 
 
+class ParentFailure(models.TextChoices):
+    # The child is cancelled, with the failed ancestor named in its last_error.
+    CANCEL = "cancel"
+    # The failed parent counts as finished: the child runs once its other parents are done.
+    RUN = "run"
+
+
 class JobDependency(models.Model):
-    """Edge of a job graph: ``child`` waits for ``parent`` to succeed."""
+    """Edge of a job graph: ``child`` waits for ``parent`` to finish (succeed, by default)."""
 
     id = models.BigAutoField(primary_key=True)
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
     parent = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="child_edges")
     child = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="parent_edges")
+    # What happens to the child when this parent ends dead or cancelled.
+    on_parent_failure = models.CharField(
+        max_length=6, choices=ParentFailure.choices, default=ParentFailure.CANCEL
+    )
 
     objects = TenantQuerySet["JobDependency"].as_manager()
 
@@ -193,6 +223,10 @@ class JobDependency(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["parent", "child"], name="jobdependency_unique"),
             models.CheckConstraint(condition=~Q(parent=F("child")), name="jobdependency_no_self"),
+            models.CheckConstraint(
+                condition=Q(on_parent_failure__in=ParentFailure.values),
+                name="jobdependency_on_parent_failure_valid",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -312,6 +346,10 @@ class Schedule(models.Model):
     enabled = models.BooleanField(default=True)
     overlap = models.CharField(max_length=5, choices=Overlap.choices, default=Overlap.ALLOW)
     catch_up = models.CharField(max_length=6, choices=CatchUp.choices, default=CatchUp.LATEST)
+    # With catch_up=all: at most this many missed fire times run (the most recent ones).
+    catch_up_max = models.PositiveIntegerField(default=100)
+    # The next fire time (UTC); null while disabled. Only the dispatcher's fire step and the
+    # schedule services move it, under the schedule's row lock.
     next_run_at = models.DateTimeField(null=True, blank=True)
     last_run_at = models.DateTimeField(null=True, blank=True)
     last_job_id = models.UUIDField(null=True, blank=True)
@@ -324,6 +362,16 @@ class Schedule(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["project", "name"], name="schedule_name_unique"),
             models.CheckConstraint(condition=Q(priority__lte=9), name="schedule_priority_0_9"),
+            models.CheckConstraint(
+                condition=Q(overlap__in=Overlap.values), name="schedule_overlap_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(catch_up__in=CatchUp.values), name="schedule_catch_up_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(catch_up_max__gte=1) & Q(catch_up_max__lte=1000),
+                name="schedule_catch_up_max_1_1000",
+            ),
         ]
         indexes = [
             models.Index(fields=["next_run_at"], name="schedule_due", condition=Q(enabled=True)),
@@ -331,3 +379,48 @@ class Schedule(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class RunOutcome(models.TextChoices):
+    # A job was enqueued for this fire time.
+    ENQUEUED = "enqueued"
+    # overlap=skip and the previous run had not finished: no job.
+    SKIPPED_OVERLAP = "skipped_overlap"
+
+
+class ScheduleRun(models.Model):
+    """One fire time of a schedule, recorded once: the unique constraint is what makes a
+    schedule fire exactly once per fire time however many dispatchers race for it."""
+
+    id = models.BigAutoField(primary_key=True)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
+    # Indexed by schedulerun_history, which leads with schedule.
+    schedule = models.ForeignKey(
+        Schedule, on_delete=models.CASCADE, related_name="runs", db_index=False
+    )
+    # The cron fire time this run stands for (UTC); for a manual trigger, when it was asked.
+    fire_time = models.DateTimeField()
+    manual = models.BooleanField(default=False)
+    outcome = models.CharField(max_length=16, choices=RunOutcome.choices)
+    # The job enqueued (no foreign key: finished jobs are pruned, their runs stay).
+    job_id = models.UUIDField(null=True, blank=True)
+    created_at = models.DateTimeField(default=now)
+
+    objects = TenantQuerySet["ScheduleRun"].as_manager()
+
+    class Meta:
+        ordering = ["schedule", "-fire_time", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["schedule", "fire_time"],
+                condition=Q(manual=False),
+                name="schedulerun_once_per_fire_time",
+            ),
+            models.CheckConstraint(
+                condition=Q(outcome__in=RunOutcome.values), name="schedulerun_outcome_valid"
+            ),
+        ]
+        indexes = [models.Index(fields=["schedule", "-fire_time"], name="schedulerun_history")]
+
+    def __str__(self) -> str:
+        return f"{self.schedule_id} at {self.fire_time:%Y-%m-%d %H:%M}"

@@ -122,6 +122,14 @@ def submit_jobs(project: Project, specs: Sequence[JobSpec]) -> Submitted:
     return _submit_with_retry(project, specs, as_batch=True)
 
 
+def enqueue_in_transaction(project: Project, specs: Sequence[JobSpec]) -> Submitted:
+    """Submit jobs inside the caller's transaction, for the engine's own producers (schedule
+    runs, batch callbacks). Their specs carry no idempotency key, so no race is retried.
+    """
+    payloads = [validate_spec(None, spec) for spec in specs]
+    return _submit(project, specs, payloads, check_refs(specs), as_batch=False)
+
+
 def _submit_with_retry(project: Project, specs: Sequence[JobSpec], *, as_batch: bool) -> Submitted:
     payloads = [validate_spec(None if not as_batch else i, s) for i, s in enumerate(specs)]
     by_ref = check_refs(specs)

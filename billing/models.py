@@ -19,9 +19,28 @@ class Tier(models.TextChoices):
 # requests_per_minute counts API requests; workers long-poll and report in batches, so a busy
 # worker fleet makes a few requests per second, not one per job.
 TIER_LIMITS: dict[str, dict[str, int | None]] = {
-    Tier.STARTER: {"jobs_per_month": 100_000, "max_concurrency": 50, "requests_per_minute": 6_000},
-    Tier.PRO: {"jobs_per_month": 5_000_000, "max_concurrency": 500, "requests_per_minute": 60_000},
-    Tier.ENTERPRISE: {"jobs_per_month": None, "max_concurrency": None, "requests_per_minute": None},
+    Tier.STARTER: {
+        "jobs_per_month": 100_000,
+        "max_concurrency": 50,
+        "requests_per_minute": 6_000,
+        "max_schedules": 20,
+        # The shortest interval a cron schedule may fire at.
+        "min_schedule_interval_seconds": 300,
+    },
+    Tier.PRO: {
+        "jobs_per_month": 5_000_000,
+        "max_concurrency": 500,
+        "requests_per_minute": 60_000,
+        "max_schedules": 500,
+        "min_schedule_interval_seconds": 60,
+    },
+    Tier.ENTERPRISE: {
+        "jobs_per_month": None,
+        "max_concurrency": None,
+        "requests_per_minute": None,
+        "max_schedules": None,
+        "min_schedule_interval_seconds": 60,
+    },
 }
 
 

@@ -14,7 +14,7 @@ from django.core.cache import cache
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
-from billing.models import TIER_LIMITS, Subscription, Tier
+from billing.plans import plan_limits
 
 WINDOW_SECONDS = 60
 # Plan limits change rarely; reading them once a minute per process is enough.
@@ -23,11 +23,7 @@ LIMITS_CACHE_SECONDS = 60
 
 def requests_per_minute(organization_id: Any) -> int | None:
     def load() -> int | None:
-        subscription = (
-            Subscription.objects.all_tenants().filter(organization_id=organization_id).first()
-        )
-        limits = subscription.effective_limits() if subscription else TIER_LIMITS[Tier.STARTER]
-        return limits.get("requests_per_minute")
+        return plan_limits(organization_id).get("requests_per_minute")
 
     key = f"plan-rpm:{organization_id}"
     cached = cache.get(key)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from jobs import api, queue_api
+from jobs import api, queue_api, schedule_api
 
 app_name = "jobs"
 
@@ -16,6 +16,27 @@ urlpatterns = [
     path("jobs/<str:job_id>/complete", api.JobCompleteApi.as_view(), name="complete"),
     path("jobs/<str:job_id>/fail", api.JobFailApi.as_view(), name="fail"),
     path("batches/<str:batch_id>", api.BatchDetailApi.as_view(), name="batch-detail"),
+    path("schedules", schedule_api.ScheduleListApi.as_view(), name="schedules"),
+    path(
+        "schedules/<str:schedule_id>",
+        schedule_api.ScheduleDetailApi.as_view(),
+        name="schedule-detail",
+    ),
+    path(
+        "schedules/<str:schedule_id>/preview",
+        schedule_api.SchedulePreviewApi.as_view(),
+        name="schedule-preview",
+    ),
+    path(
+        "schedules/<str:schedule_id>/trigger",
+        schedule_api.ScheduleTriggerApi.as_view(),
+        name="schedule-trigger",
+    ),
+    path(
+        "schedules/<str:schedule_id>/runs",
+        schedule_api.ScheduleRunsApi.as_view(),
+        name="schedule-runs",
+    ),
     # --- queue endpoints served by jobs (queue_api.py) ---
     path("queues/<str:name>/purge", queue_api.QueuePurgeApi.as_view(), name="queue-purge"),
     path("queues/<str:name>/stats", queue_api.QueueStatsApi.as_view(), name="queue-stats"),

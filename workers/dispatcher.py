@@ -32,7 +32,7 @@ from django.db import (
 from django.db.models import Count
 from django.db.models.functions import Now
 
-from jobs import claiming, services
+from jobs import claiming, scheduling, services
 from jobs.models import Job, JobExecution, JobState
 from queues.models import Queue
 from taskforge import conf
@@ -51,6 +51,12 @@ HEALTH_CHECK_AFTER_IDLE = 5.0
 # Seconds between promotions of due scheduled jobs while the dispatcher is busy.
 PROMOTE_INTERVAL = 0.1
 
+# Seconds between looks for due cron schedules (fire times are whole minutes).
+SCHEDULE_INTERVAL = 1.0
+
+# Due schedules handled per transaction (each may enqueue several catch-up runs).
+SCHEDULES_PER_TICK = 100
+
 # Seconds between lease-expiry / silent-worker sweeps while the dispatcher is busy.
 SWEEP_INTERVAL = 1.0
 
@@ -61,6 +67,7 @@ HOT_TABLES = (Job._meta.db_table, JobExecution._meta.db_table, Worker._meta.db_t
 @dataclass(frozen=True, slots=True)
 class TickResult:
     promoted: int = 0
+    fired: int = 0
     assigned: int = 0
     expired: int = 0
     offline: int = 0
@@ -68,7 +75,7 @@ class TickResult:
     full: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.promoted or self.assigned or self.expired or self.offline)
+        return bool(self.promoted or self.fired or self.assigned or self.expired or self.offline)
 
 
 class Dispatcher:
@@ -89,6 +96,7 @@ class Dispatcher:
         self._next_maintenance = 0.0
         self._next_sweep = 0.0
         self._next_promote = 0.0
+        self._next_schedules = 0.0
         self._failures = 0
         self._last_tick = (0.0, 0.0)
 
@@ -102,13 +110,19 @@ class Dispatcher:
         which keeps it off the path of a submit that wakes the dispatcher. Lease expiry and
         the silent-worker sweep need no sub-second precision, so a busy
         dispatcher (woken by every batch of results) runs them at most once per
-        SWEEP_INTERVAL, or again at once when their last run hit the batch limit.
+        SWEEP_INTERVAL, or again at once when their last run hit the batch limit. Cron
+        schedules are looked at every SCHEDULE_INTERVAL, after promotion and before assignment,
+        so a job a schedule enqueues is assigned in the same tick.
         """
-        promoted = 0
+        promoted = fired = 0
+        schedules_behind = False
         if time.monotonic() >= self._next_promote:
             promoted = self.promote_due()
             behind = promoted == self.batch_size
             self._next_promote = time.monotonic() + (0 if behind else PROMOTE_INTERVAL)
+        if time.monotonic() >= self._next_schedules:
+            fired, schedules_behind = self.fire_schedules()
+            self._next_schedules = time.monotonic() + (0 if schedules_behind else SCHEDULE_INTERVAL)
         assigned = self.assign()
         expired = offline = 0
         if time.monotonic() >= self._next_sweep:
@@ -116,14 +130,19 @@ class Dispatcher:
             offline = self.mark_silent_workers()
             behind = self.batch_size in (expired, offline)
             self._next_sweep = time.monotonic() + (0 if behind else SWEEP_INTERVAL)
-        full = self.batch_size in (promoted, assigned, expired, offline)
-        return TickResult(promoted, assigned, expired, offline, full)
+        full = schedules_behind or self.batch_size in (promoted, assigned, expired, offline)
+        return TickResult(promoted, fired, assigned, expired, offline, full)
 
     def promote_due(self) -> int:
         """Scheduled jobs whose run_at has come become pending."""
         with transaction.atomic(durable=True):
             promoted = claiming.promote_due(limit=self.batch_size)
         return promoted
+
+    def fire_schedules(self) -> tuple[int, bool]:
+        """Enqueue the runs of due cron schedules; return (jobs enqueued, more schedules due)."""
+        fired = scheduling.fire_due_schedules(limit=SCHEDULES_PER_TICK)
+        return fired.enqueued, fired.schedules == SCHEDULES_PER_TICK
 
     def assign(self) -> int:
         """Claim pending jobs into the free slots of online workers; NOTIFY each worker."""
@@ -265,8 +284,9 @@ class Dispatcher:
                 self._failures = 0
                 if result:
                     logger.info(
-                        "tick: promoted=%d assigned=%d expired=%d offline=%d",
+                        "tick: promoted=%d fired=%d assigned=%d expired=%d offline=%d",
                         result.promoted,
+                        result.fired,
                         result.assigned,
                         result.expired,
                         result.offline,

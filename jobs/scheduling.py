@@ -36,7 +36,13 @@ from jobs.models import (
 )
 from jobs.submission import JobSpec, encode_payload
 from queues.models import Queue
-from taskforge.lib.errors import Conflict, NotFound, QuotaExceeded, ValidationFailed
+from taskforge.lib.errors import (
+    Conflict,
+    NotFound,
+    QuotaExceeded,
+    TaskForgeError,
+    ValidationFailed,
+)
 
 logger = logging.getLogger("taskforge.schedules")
 
@@ -420,7 +426,15 @@ def _enqueue(
     enqueued = 0
     for pairs in wanted.values():
         project = pairs[0][0].project
-        ids = services.enqueue_in_transaction(project, [_spec(s) for s, _ in pairs]).ids
+        try:
+            with transaction.atomic():
+                ids = services.enqueue_in_transaction(project, [_spec(s) for s, _ in pairs]).ids
+        except TaskForgeError as exc:
+            # A run the engine refuses (say the payload outgrew a lowered size limit) is
+            # logged and not retried; the other projects' runs go ahead.
+            names = sorted({schedule.name for schedule, _ in pairs})
+            logger.error("project %s: schedules %s not enqueued: %s", project.pk, names, exc)
+            continue
         for (schedule, fire_time), job_id in zip(pairs, ids, strict=True):
             runs.append(_run(schedule, fire_time, RunOutcome.ENQUEUED, job_id))
             schedule.last_run_at, schedule.last_job_id = fire_time, job_id

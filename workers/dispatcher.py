@@ -140,8 +140,18 @@ class Dispatcher:
         return promoted
 
     def fire_schedules(self) -> tuple[int, bool]:
-        """Enqueue the runs of due cron schedules; return (jobs enqueued, more schedules due)."""
-        fired = scheduling.fire_due_schedules(limit=SCHEDULES_PER_TICK)
+        """Enqueue the runs of due cron schedules; return (jobs enqueued, more schedules due).
+
+        A failure here (other than a lost connection) is logged and the tick goes on: a broken
+        schedule must not stop the dispatching of every other job.
+        """
+        try:
+            fired = scheduling.fire_due_schedules(limit=SCHEDULES_PER_TICK)
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception:
+            logger.exception("firing schedules failed; dispatching goes on")
+            return 0, False
         return fired.enqueued, fired.schedules == SCHEDULES_PER_TICK
 
     def assign(self) -> int:

@@ -304,3 +304,20 @@ def test_the_dispatcher_tick_fires_schedules_before_assigning(clock, make_schedu
     result = Dispatcher(poll_interval=0.1, batch_size=100).tick()
     assert result.fired == 1
     assert fire_times(schedule) == [utc(2026, 7, 1, 0, 5)]
+
+
+def test_a_run_the_engine_refuses_does_not_hold_up_other_projects_schedules(
+    clock, make_schedule, settings, other_project, other_queue
+):
+    clock(utc(2026, 7, 1, 0, 4))
+    big = make_schedule("*/5 * * * *", payload={"blob": "x" * 500})
+    theirs = scheduling.create_schedule(
+        other_project,
+        {"name": "small", "cron": "*/5 * * * *", "queue": other_queue.name, "job_type": "t"},
+    )
+    settings.TASKFORGE_MAX_PAYLOAD_BYTES = 100  # lowered after the schedule was created
+    run_clock(utc(2026, 7, 1, 0, 5), utc(2026, 7, 1, 0, 5), timedelta(minutes=5))
+    assert fire_times(big) == []
+    assert fire_times(theirs) == [utc(2026, 7, 1, 0, 5)]
+    big.refresh_from_db()
+    assert big.next_run_at == utc(2026, 7, 1, 0, 10)

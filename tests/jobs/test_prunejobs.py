@@ -5,8 +5,16 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from jobs import services
-from jobs.models import ExecutionLog, Job, JobDependency, JobExecution, JobState
+from jobs import scheduling, services
+from jobs.models import (
+    ExecutionLog,
+    Job,
+    JobDependency,
+    JobExecution,
+    JobState,
+    RunOutcome,
+    ScheduleRun,
+)
 from jobs.submission import JobSpec
 from workers import services as worker_services
 from workers.dispatcher import Dispatcher
@@ -96,3 +104,27 @@ def test_bad_arguments_are_refused():
         call_command("prunejobs", "--batch-size", "0", stdout=io.StringIO())
     with pytest.raises(CommandError):
         call_command("prunejobs", "--older-than", "-1", stdout=io.StringIO())
+
+
+def test_it_prunes_schedule_runs_past_their_queues_retention(project, queue, make_queue):
+    queue.retention_days = 7
+    queue.save(update_fields=["retention_days"])
+    schedule = scheduling.create_schedule(
+        project, {"name": "n", "cron": "@daily", "queue": queue.name, "job_type": "t"}
+    )
+    now = timezone.now()
+    _old, recent = (
+        ScheduleRun.objects.create(
+            organization=project.organization,
+            schedule=schedule,
+            fire_time=now - timedelta(days=days),
+            outcome=RunOutcome.ENQUEUED,
+            created_at=now - timedelta(days=days),
+        )
+        for days in (10, 3)
+    )
+    out = prune()
+    assert "pruned 1 schedule run record(s)" in out
+    assert set(ScheduleRun.objects.all_tenants().values_list("pk", flat=True)) == {recent.pk}
+    prune("--older-than", "1")
+    assert not ScheduleRun.objects.all_tenants().exists()

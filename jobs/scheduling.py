@@ -14,7 +14,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -285,13 +285,20 @@ def trigger_schedule(schedule: Schedule, *, actor: Actor = SYSTEM) -> Job:
     return services.get_job(project, job_id)
 
 
-def _spec(schedule: Schedule) -> JobSpec:
+def _spec(schedule: Schedule, *, idempotency_key: str | None = None) -> JobSpec:
     return JobSpec(
         queue=schedule.queue.name,
         job_type=schedule.job_type,
         payload=schedule.payload,
         priority=schedule.priority,
+        idempotency_key=idempotency_key,
     )
+
+
+def _run_key(schedule: Schedule, fire_time: datetime) -> str:
+    """A cron run's idempotency key: one job per (schedule, fire time) in the jobs table too,
+    and a handle clients can look the run's job up by."""
+    return f"schedule:{schedule.pk}:{fire_time.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
 # --- the dispatcher's fire step ----------------------------------------------------------------
@@ -428,7 +435,8 @@ def _enqueue(
         project = pairs[0][0].project
         try:
             with transaction.atomic():
-                ids = services.enqueue_in_transaction(project, [_spec(s) for s, _ in pairs]).ids
+                specs = [_spec(s, idempotency_key=_run_key(s, t)) for s, t in pairs]
+                ids = services.enqueue_in_transaction(project, specs).ids
         except TaskForgeError as exc:
             # A run the engine refuses (say the payload outgrew a lowered size limit) is
             # logged and not retried; the other projects' runs go ahead.

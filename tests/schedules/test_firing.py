@@ -79,6 +79,11 @@ def test_three_dispatchers_racing_fire_each_five_minute_slot_exactly_once(clock,
     jobs = jobs_of(schedule)
     assert len(jobs) == 12
     assert {job.job_type for job in jobs} == {"reports.build"}
+    # Each run's job carries its fire time in an idempotency key: one job per slot, also in
+    # the jobs table.
+    assert sorted(job.idempotency_key for job in jobs) == [
+        f"schedule:{schedule.pk}:{t:%Y-%m-%dT%H:%M:%SZ}" for t in expected
+    ]
     schedule.refresh_from_db()
     assert schedule.next_run_at == utc(2026, 11, 24, 11, 0)
 

@@ -158,6 +158,16 @@ def parse(expression: object, timezone: object, *, reference: datetime) -> Cron:
     ``reference`` is now: an expression with no fire time within HORIZON_YEARS of it never
     fires and is refused.
     """
+    cron = compile_cron(expression, timezone)
+    if not cron.upcoming(reference, 1):
+        raise _invalid(
+            "cron", f"{cron.expression!r} never fires (no fire time within {HORIZON_YEARS} years)"
+        )
+    return cron
+
+
+def compile_cron(expression: object, timezone: object) -> Cron:
+    """``parse`` without the never-fires search: for expressions validated when stored."""
     tz = parse_timezone(timezone)
     if not isinstance(expression, str) or not expression.strip():
         raise _invalid("cron", "must be a five-field cron expression such as '*/5 * * * *'")
@@ -177,7 +187,4 @@ def parse(expression: object, timezone: object, *, reference: datetime) -> Cron:
         raise _invalid("cron", f"invalid expression {text!r} ({exc})") from None
     minutes = tuple(range(60)) if fields[0] == ["*"] else tuple(sorted(int(m) for m in fields[0]))
     hours = tuple(range(24)) if fields[1] == ["*"] else tuple(sorted(int(h) for h in fields[1]))
-    cron = Cron(normalized, tz, minutes, hours)
-    if not cron.upcoming(reference, 1):
-        raise _invalid("cron", f"{text!r} never fires (no fire time within {HORIZON_YEARS} years)")
-    return cron
+    return Cron(normalized, tz, minutes, hours)

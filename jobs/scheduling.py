@@ -344,7 +344,7 @@ def fire_due_schedules(*, limit: int) -> Fired:
 def _plan(schedule: Schedule, clock: datetime) -> list[datetime]:
     """The schedule's fire times to act on now; also moves its next_run_at past ``clock``."""
     try:
-        expression = cron.parse(schedule.cron, schedule.timezone, reference=clock)
+        expression = cron.compile_cron(schedule.cron, schedule.timezone)
     except ValidationFailed as exc:  # e.g. a timezone the system no longer knows
         logger.error("schedule %s (%s) cannot fire: %s", schedule.pk, schedule.name, exc)
         schedule.next_run_at = None

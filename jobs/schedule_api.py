@@ -138,7 +138,7 @@ class SchedulePreviewApi(TenantAPIView):
     def get(self, request: Request, schedule_id: str) -> Response:
         schedule = _schedule(request, schedule_id)
         raw = request.query_params.get("n", "5")
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):
             raise ValidationFailed("n: must be an integer from 1 to 100", details={"field": "n"})
         times = scheduling.preview(schedule, int(raw))
         tz = scheduling.cron.parse_timezone(schedule.timezone)

@@ -22,6 +22,15 @@ class StrictCharField(serializers.CharField):
         return value
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON true or false only (DRF's BooleanField also takes "yes", "on", 1…)."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
 class ScheduleInputSerializer(StrictSerializer):
     """A schedule's settings. On create ``name, cron, queue, job_type`` are required; PATCH
     takes any subset (``partial=True``)."""
@@ -39,7 +48,7 @@ class ScheduleInputSerializer(StrictSerializer):
     job_type = StrictCharField(max_length=200)
     payload = serializers.JSONField(required=False)
     priority = serializers.IntegerField(min_value=0, max_value=9, required=False)
-    enabled = serializers.BooleanField(required=False)
+    enabled = StrictBooleanField(required=False)
     overlap = serializers.ChoiceField(
         choices=Overlap.choices,
         required=False,

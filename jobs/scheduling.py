@@ -22,7 +22,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
 
 from accounts.audit import SYSTEM, Actor, record_audit
-from accounts.models import Project
+from accounts.models import Organization, Project
 from billing.plans import plan_limits
 from jobs import claiming, cron, services
 from jobs.models import (
@@ -90,6 +90,8 @@ def create_schedule(
     if unknown:
         raise ValueError(f"not schedule fields: {sorted(unknown)}")
     with transaction.atomic(durable=True):
+        # Creates in one organization take turns, so two cannot both take the last slot.
+        Organization.objects.select_for_update().filter(pk=project.organization_id).first()
         limits = plan_limits(project.organization_id)
         cap = limits.get("max_schedules")
         if cap is not None and Schedule.objects.for_org(project.organization).count() >= cap:
@@ -194,18 +196,20 @@ def _apply(
     )
     schedule.cron = " ".join(str(changes.get("cron", schedule.cron)).split())
     schedule.timezone = str(changes.get("timezone", schedule.timezone))
-    floor = limits.get("min_schedule_interval_seconds")
-    if floor and expression.min_interval_seconds() < floor:
-        raise ValidationFailed(
-            f"cron: {schedule.cron!r} fires every {expression.min_interval_seconds()} s; "
-            f"your plan allows at most one run every {floor} s",
-            details={"field": "cron", "min_interval_seconds": floor},
-        )
     was_enabled = schedule.enabled and schedule.next_run_at is not None
     for name in ("priority", "enabled", "overlap", "catch_up", "catch_up_max"):
         if name in changes:
             setattr(schedule, name, changes[name])
     restart = {"cron", "timezone"} & set(changes) or not was_enabled
+    # The plan's frequency applies to what will fire from now on: a schedule left over-frequent
+    # by a downgrade can still be renamed or disabled, but not re-enabled or re-timed.
+    floor = limits.get("min_schedule_interval_seconds")
+    if schedule.enabled and restart and floor and expression.min_interval_seconds() < floor:
+        raise ValidationFailed(
+            f"cron: {schedule.cron!r} fires every {expression.min_interval_seconds()} s; "
+            f"your plan allows at most one run every {floor} s",
+            details={"field": "cron", "min_interval_seconds": floor},
+        )
     if not schedule.enabled:
         schedule.next_run_at = None
     elif restart:

@@ -113,11 +113,12 @@ _database.setdefault("OPTIONS", {})["application_name"] = env_str(
 # statements: a claim estimated (without statistics) at a million rows spent 18 ms compiling
 # a 0.1 ms index scan. Off for TaskForge's own connections. An explicit `options` makes libpq
 # ignore the PGOPTIONS variable, so its settings are carried over first.
-_database["OPTIONS"]["options"] = " ".join(
-    part
-    for part in (env_str("PGOPTIONS", ""), _database["OPTIONS"].get("options", ""))
-    if part
-) + " -c jit=off"
+_database["OPTIONS"]["options"] = (
+    " ".join(
+        part for part in (env_str("PGOPTIONS", ""), _database["OPTIONS"].get("options", "")) if part
+    )
+    + " -c jit=off"
+)
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, prefetch_related_objects
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
@@ -40,6 +40,7 @@ from jobs.serializers import (
     LogSerializer,
     job_data,
 )
+from jobs.submission import MAX_EDGES_PER_BATCH, MAX_PARENTS_PER_JOB
 from queues.models import Queue
 from taskforge.lib.errors import NotFound, ValidationFailed
 from taskforge.lib.ids import is_uuid
@@ -181,13 +182,18 @@ class JobBatchApi(TenantAPIView):
         request=BatchSubmitSerializer,
         responses={201: BatchSubmittedSerializer},
         description="Up to 1,000 jobs. Jobs may depend on each other with `ref` and "
-        "`depends_on_refs`; a cycle is refused with its path. Errors name the job's index.",
+        "`depends_on_refs`; a cycle is refused with its path. At most "
+        f"{MAX_PARENTS_PER_JOB} parents per job and {MAX_EDGES_PER_BATCH:,} per batch. "
+        "Errors name the job's index. Optional `on_complete` / `on_success` callback jobs "
+        "are enqueued exactly once when the whole batch has finished (docs/workflows.md).",
     )
     def post(self, request: Request) -> Response:
         serializer = BatchSubmitSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         project = project_of(request)
-        submitted = services.submit_jobs(project, serializer.to_specs())
+        submitted = services.submit_jobs(
+            project, serializer.to_specs(), **serializer.to_callbacks()
+        )
         names = _queue_names(project)
         jobs = [job_data(job, names[job.queue_id]) for job in submitted.jobs]
         return Response(
@@ -198,9 +204,15 @@ class JobBatchApi(TenantAPIView):
 class JobDetailApi(TenantAPIView):
     scopes = JOB_SCOPES
 
-    @extend_schema(summary="A job, with its parents and children", responses=JobDetailSerializer)
+    @extend_schema(
+        summary="A job, with its parents and children",
+        responses=JobDetailSerializer,
+        description="`parents` / `children` list job ids; `parent_edges` / `child_edges` list "
+        "the same edges with each one's `on_parent_failure`.",
+    )
     def get(self, request: Request, job_id: str) -> Response:
         job = _get_job(request, job_id)
+        prefetch_related_objects([job], "parent_edges", "child_edges")
         return Response(JobDetailSerializer(job).data)
 
 
@@ -298,7 +310,13 @@ class JobBulkApi(TenantAPIView):
 class BatchDetailApi(TenantAPIView):
     scopes = JOB_SCOPES
 
-    @extend_schema(summary="Progress of a batch", responses=BatchStatusSerializer)
+    @extend_schema(
+        summary="Progress of a batch, and its callbacks",
+        responses=BatchStatusSerializer,
+        description="`finished` once every job is succeeded, dead or cancelled. "
+        "`callback_enqueued_at` and the `*_job_id` fields are set when the batch's callbacks "
+        "were enqueued (exactly once; a job retried afterwards does not fire them again).",
+    )
     def get(self, request: Request, batch_id: str) -> Response:
         try:
             batch = services.batch_status(project_of(request), batch_id)

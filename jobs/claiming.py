@@ -149,6 +149,8 @@ class Outcome:
     state: str
     run_at: datetime | None
     batch_id: UUID | None
+    # The job finished and its batch still owes callbacks: the caller checks the batch.
+    callback_owed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,9 +169,9 @@ def complete_jobs(project_id: UUID | None, items: Sequence[tuple[UUID, UUID, str
     }
     succeeded: list[Outcome] = []
     released: list[UUID] = []
-    for kind, job_id, batch_id in _execute("complete_jobs", params):
+    for kind, job_id, batch_id, callback_owed in _execute("complete_jobs", params):
         if kind == "done":
-            succeeded.append(Outcome(job_id, "succeeded", None, batch_id))
+            succeeded.append(Outcome(job_id, "succeeded", None, batch_id, callback_owed))
         else:
             released.append(job_id)
     return Completion(succeeded=succeeded, released=released)
@@ -198,12 +200,39 @@ def expired_leases(*, limit: int) -> list[tuple[UUID, UUID]]:
     return [(job_id, token) for job_id, token in _execute("expired_leases", {"limit": limit})]
 
 
-def cancel_descendants(roots: Sequence[tuple[UUID, str]]) -> list[tuple[UUID, UUID | None]]:
-    """Cancel the blocked descendants of (job id, reason) roots; return (id, batch id)."""
+@dataclass(frozen=True, slots=True)
+class Cascade:
+    """What cancel_descendants did: jobs cancelled, blocked jobs released to pending."""
+
+    cancelled: list[UUID]
+    released: list[UUID]
+    # Batches of cancelled jobs that still owe callbacks (see services._fire_batch_callbacks).
+    owed_batches: set[UUID]
+
+
+def cancel_descendants(roots: Sequence[tuple[UUID, str]]) -> Cascade:
+    """Settle the blocked descendants of (job id, reason) roots by each edge's
+    on_parent_failure: cancel (and walk on), or count the parent as finished (and release)."""
+    cascade = Cascade(cancelled=[], released=[], owed_batches=set())
     if not roots:
-        return []
+        return cascade
     params = {"ids": [r[0] for r in roots], "reasons": [r[1] for r in roots]}
-    return [(job_id, batch_id) for job_id, batch_id in _execute("cancel_descendants", params)]
+    for kind, job_id, batch_id, callback_owed in _execute("cancel_descendants", params):
+        if kind == "cancelled":
+            cascade.cancelled.append(job_id)
+            if callback_owed:
+                cascade.owed_batches.add(batch_id)
+        else:
+            cascade.released.append(job_id)
+    return cascade
+
+
+def reblock_run_children(job_ids: Sequence[UUID]) -> int:
+    """Make the blocked run-policy children of retried jobs wait for them again; return how
+    many children changed."""
+    if not job_ids:
+        return 0
+    return _rowcount("reblock_run_children", {"ids": list(job_ids)})
 
 
 @dataclass(frozen=True, slots=True)

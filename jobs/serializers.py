@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Any
 
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from jobs.models import ExecutionLog, Job, JobExecution, JobState
+from jobs.models import ExecutionLog, Job, JobDependency, JobExecution, JobState, ParentFailure
 from jobs.submission import JobSpec
 from taskforge.lib.serializers import StrictSerializer
 
@@ -48,6 +49,13 @@ class JobSubmitSerializer(StrictSerializer):
     tags = serializers.ListField(
         child=serializers.CharField(max_length=100), required=False, default=list, max_length=20
     )
+    on_parent_failure = serializers.ChoiceField(
+        choices=ParentFailure.choices,
+        required=False,
+        default=ParentFailure.CANCEL,
+        help_text="When a parent ends dead or cancelled: `cancel` this job too (the default), "
+        "or `run` it anyway once its other parents are done.",
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs.get("run_at") is not None and attrs.get("delay_seconds") is not None:
@@ -67,11 +75,52 @@ class BatchItemSerializer(JobSubmitSerializer):
     )
 
 
+class CallbackSpecSerializer(StrictSerializer):
+    """A batch callback: the job enqueued once when the whole batch has finished."""
+
+    queue = serializers.CharField(max_length=100)
+    job_type = serializers.CharField(max_length=200)
+    payload = serializers.JSONField(
+        required=False,
+        default=dict,
+        help_text='A JSON object; the batch\'s summary is added under "batch" (reserved).',
+    )
+    priority = serializers.IntegerField(min_value=0, max_value=9, required=False, default=5)
+    max_attempts = serializers.IntegerField(
+        min_value=1, max_value=1000, required=False, allow_null=True, default=None
+    )
+    timeout_seconds = serializers.IntegerField(
+        min_value=1, max_value=7 * 24 * 3600, required=False, allow_null=True, default=None
+    )
+    tags = serializers.ListField(
+        child=serializers.CharField(max_length=100), required=False, default=list, max_length=20
+    )
+
+
 class BatchSubmitSerializer(StrictSerializer):
     jobs = BatchItemSerializer(many=True, allow_empty=False)
+    on_complete = CallbackSpecSerializer(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Enqueued once when every job of the batch has finished, whatever the outcome.",
+    )
+    on_success = CallbackSpecSerializer(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Enqueued once when every job of the batch has succeeded.",
+    )
 
     def to_specs(self) -> list[JobSpec]:
         return [JobSpec(**item) for item in self.validated_data["jobs"]]
+
+    def to_callbacks(self) -> dict[str, JobSpec | None]:
+        data = self.validated_data
+        return {
+            name: JobSpec(**data[name]) if data.get(name) is not None else None
+            for name in ("on_complete", "on_success")
+        }
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -94,12 +143,24 @@ class JobSerializer(serializers.ModelSerializer):
         return names.get(job.queue_id) or job.queue.name
 
 
+class EdgeSerializer(serializers.Serializer[Any]):
+    """One dependency edge seen from one end: the job at the other end, and the policy."""
+
+    job = serializers.UUIDField(help_text="The parent (in parent_edges) or child job.")
+    on_parent_failure = serializers.ChoiceField(
+        choices=ParentFailure.choices,
+        help_text="What the child does when the parent ends dead or cancelled.",
+    )
+
+
 class JobDetailSerializer(JobSerializer):
     parents = serializers.SerializerMethodField()
     children = serializers.SerializerMethodField()
+    parent_edges = serializers.SerializerMethodField()
+    child_edges = serializers.SerializerMethodField()
 
     class Meta(JobSerializer.Meta):
-        fields = [*JobSerializer.Meta.fields, "parents", "children"]
+        fields = [*JobSerializer.Meta.fields, "parents", "children", "parent_edges", "child_edges"]
         read_only_fields = fields
 
     def get_parents(self, job: Job) -> list[str]:
@@ -107,6 +168,18 @@ class JobDetailSerializer(JobSerializer):
 
     def get_children(self, job: Job) -> list[str]:
         return [str(edge.child_id) for edge in job.child_edges.all()]
+
+    @extend_schema_field(EdgeSerializer(many=True))
+    def get_parent_edges(self, job: Job) -> list[dict[str, Any]]:
+        return [_edge(edge.parent_id, edge) for edge in job.parent_edges.all()]
+
+    @extend_schema_field(EdgeSerializer(many=True))
+    def get_child_edges(self, job: Job) -> list[dict[str, Any]]:
+        return [_edge(edge.child_id, edge) for edge in job.child_edges.all()]
+
+
+def _edge(job_id: Any, edge: JobDependency) -> dict[str, Any]:
+    return {"job": str(job_id), "on_parent_failure": edge.on_parent_failure}
 
 
 class ExecutionSerializer(serializers.ModelSerializer):
@@ -158,6 +231,13 @@ class BatchStatusSerializer(serializers.Serializer):
     counts = serializers.DictField(child=serializers.IntegerField())
     finished = serializers.BooleanField()
     created_at = serializers.DateTimeField()
+    on_complete = CallbackSpecSerializer(allow_null=True)
+    on_success = CallbackSpecSerializer(allow_null=True)
+    callback_enqueued_at = serializers.DateTimeField(
+        allow_null=True, help_text="When the batch was seen finished and its callbacks enqueued."
+    )
+    on_complete_job_id = serializers.UUIDField(allow_null=True)
+    on_success_job_id = serializers.UUIDField(allow_null=True)
 
 
 class BatchSubmittedSerializer(serializers.Serializer):

@@ -6,7 +6,8 @@ live in jobs/sql/ and are executed by jobs/claiming.py.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,7 +15,18 @@ from uuid import UUID
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Case, Count, F, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models import (
+    Case,
+    Count,
+    Exists,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce, Now
 
 from accounts.audit import SYSTEM, Actor, record_audit
@@ -37,22 +49,32 @@ from jobs.models import (
     JobExecution,
     JobState,
     LogLevel,
+    ParentFailure,
 )
 from jobs.submission import (
+    CALLBACK_FIELDS,
     JobSpec,
+    callback_payload,
+    check_graph_size,
     check_refs,
     encode_payload,
     topological_order,
+    validate_callback,
     validate_spec,
 )
 from queues.models import Queue
 from taskforge import conf
-from taskforge.lib.errors import NotFound, ValidationFailed
+from taskforge.lib.errors import NotFound, TaskForgeError, ValidationFailed
 from taskforge.lib.ids import uuid7
+
+logger = logging.getLogger("taskforge.jobs")
 
 # A losing idempotency race is retried this many times (each retry finds the winner's job).
 _IDEMPOTENCY_RETRIES = 3
 _FAILED_STATES = (JobState.DEAD, JobState.CANCELLED)
+# A batch's callbacks, by name: on_complete fires whatever the outcome, on_success only when
+# every job of the batch succeeded.
+CALLBACK_NAMES = ("on_complete", "on_success")
 
 
 class Submitted:
@@ -110,8 +132,18 @@ def submit_job(project: Project, spec: JobSpec) -> tuple[Job, bool]:
     return submitted.jobs[0], submitted.created[0]
 
 
-def submit_jobs(project: Project, specs: Sequence[JobSpec]) -> Submitted:
-    """Submit a batch, all or nothing; jobs may depend on each other through ``ref``."""
+def submit_jobs(
+    project: Project,
+    specs: Sequence[JobSpec],
+    *,
+    on_complete: JobSpec | None = None,
+    on_success: JobSpec | None = None,
+) -> Submitted:
+    """Submit a batch, all or nothing; jobs may depend on each other through ``ref``.
+
+    ``on_complete`` / ``on_success`` are callback jobs enqueued once when every job of the
+    batch has finished (on_success only if all succeeded); see _fire_batch_callbacks.
+    """
     if not specs:
         raise ValidationFailed("jobs: at least one job is required", details={"field": "jobs"})
     if len(specs) > conf.max_batch_jobs():
@@ -119,24 +151,42 @@ def submit_jobs(project: Project, specs: Sequence[JobSpec]) -> Submitted:
             f"jobs: at most {conf.max_batch_jobs()} jobs per batch, got {len(specs)}",
             details={"field": "jobs", "limit": conf.max_batch_jobs()},
         )
-    return _submit_with_retry(project, specs, as_batch=True)
+    callbacks = {
+        name: spec
+        for name, spec in (("on_complete", on_complete), ("on_success", on_success))
+        if spec is not None
+    }
+    for name, spec in callbacks.items():
+        validate_callback(name, spec)
+    return _submit_with_retry(project, specs, as_batch=True, callbacks=callbacks)
 
 
 def enqueue_in_transaction(project: Project, specs: Sequence[JobSpec]) -> Submitted:
     """Submit jobs inside the caller's transaction, for the engine's own producers (schedule
-    runs, batch callbacks). Their specs carry no idempotency key, so no race is retried.
+    runs, batch callbacks). An idempotency key already used returns the existing job; a
+    concurrent submit of the same key raises IdempotencyRace (not retried here: the caller's
+    transaction is the unit of retry).
     """
     payloads = [validate_spec(None, spec) for spec in specs]
     return _submit(project, specs, payloads, check_refs(specs), as_batch=False)
 
 
-def _submit_with_retry(project: Project, specs: Sequence[JobSpec], *, as_batch: bool) -> Submitted:
+def _submit_with_retry(
+    project: Project,
+    specs: Sequence[JobSpec],
+    *,
+    as_batch: bool,
+    callbacks: Mapping[str, JobSpec] | None = None,
+) -> Submitted:
     payloads = [validate_spec(None if not as_batch else i, s) for i, s in enumerate(specs)]
+    check_graph_size(specs)
     by_ref = check_refs(specs)
     for attempt in range(_IDEMPOTENCY_RETRIES + 1):
         try:
             with transaction.atomic(durable=True):
-                return _submit(project, specs, payloads, by_ref, as_batch=as_batch)
+                return _submit(
+                    project, specs, payloads, by_ref, as_batch=as_batch, callbacks=callbacks
+                )
         except IdempotencyRace:
             if attempt == _IDEMPOTENCY_RETRIES:
                 raise
@@ -150,19 +200,22 @@ def _submit(
     by_ref: dict[str, int],
     *,
     as_batch: bool,
+    callbacks: Mapping[str, JobSpec] | None = None,
 ) -> Submitted:
-    queues, now = _resolve_queues(project, specs, as_batch=as_batch)
+    callbacks = callbacks or {}
+    queues, now = _resolve_queues(project, specs, as_batch=as_batch, callbacks=callbacks)
     existing = _existing_by_key(project, specs)
     parent_states = _lock_parents(project, specs, as_batch=as_batch)
     repeats = {i for i, s in enumerate(specs) if s.idempotency_key in existing}
     batch = None
     # A batch counts the jobs it created: a retried batch whose every job repeats an earlier
-    # submission creates no new (empty) batch.
+    # submission creates no new (empty) batch, and its callbacks are the earlier batch's.
     if as_batch and len(repeats) < len(specs):
         batch = Batch.objects.create(
             organization_id=project.organization_id,
             project=project,
             total=len(specs) - len(repeats),
+            **{name: _stored_callback(spec) for name, spec in callbacks.items()},
         )
     ids = [
         existing[s.idempotency_key][0] if i in repeats and s.idempotency_key else uuid7()
@@ -176,6 +229,14 @@ def _submit(
     except claiming.DuplicateIdempotencyKey:
         raise IdempotencyRace() from None
     _insert_edges(project, specs, ids, by_ref, repeats)
+    state_column = claiming.JOB_COLUMNS.index("state")
+    # Every job created cancelled (a parent had already failed): the batch is finished now.
+    if (
+        batch is not None
+        and batch.has_callbacks
+        and all(row[state_column] in TERMINAL_STATES for row in rows.values())
+    ):
+        _fire_batch_callbacks([batch.pk])
     return Submitted(
         ids=ids,
         created=[i not in repeats for i in range(len(specs))],
@@ -203,14 +264,25 @@ def _where(as_batch: bool, index: int, name: str) -> tuple[str, dict[str, Any]]:
 
 
 def _resolve_queues(
-    project: Project, specs: Sequence[JobSpec], *, as_batch: bool
+    project: Project,
+    specs: Sequence[JobSpec],
+    *,
+    as_batch: bool,
+    callbacks: Mapping[str, JobSpec],
 ) -> tuple[dict[str, claiming.QueueDefaults], datetime]:
-    """The specs' queues by name, and the transaction's now(), in one round trip."""
-    queues, now = claiming.submit_queues(project.pk, sorted({s.queue for s in specs}))
+    """The specs' queues by name, and the transaction's now(), in one round trip (the batch
+    callbacks' queues are checked in the same one)."""
+    names = {s.queue for s in specs} | {s.queue for s in callbacks.values()}
+    queues, now = claiming.submit_queues(project.pk, sorted(names))
     for index, spec in enumerate(specs):
         if spec.queue not in queues:
             where, details = _where(as_batch, index, "queue")
             raise ValidationFailed(f"{where}: no queue named {spec.queue!r}", details=details)
+    for name, spec in callbacks.items():
+        if spec.queue not in queues:
+            raise ValidationFailed(
+                f"{name}.queue: no queue named {spec.queue!r}", details={"field": f"{name}.queue"}
+            )
     assert now is not None  # at least one queue was found
     return queues, now
 
@@ -279,8 +351,14 @@ def _new_rows(
         spec, queue = specs[i], queues[specs[i].queue]
         states = [parent_states[p] for p in spec.depends_on]
         states += [state_of[by_ref[ref]] for ref in spec.depends_on_refs]
-        failed = next((s for s in states if s in _FAILED_STATES), None)
-        waiting = sum(1 for s in states if s != JobState.SUCCEEDED)
+        # With on_parent_failure=run a failed parent counts as finished: not waited for.
+        finished: tuple[str, ...] = (JobState.SUCCEEDED,)
+        failed = None
+        if spec.on_parent_failure == ParentFailure.RUN:
+            finished += _FAILED_STATES
+        else:
+            failed = next((s for s in states if s in _FAILED_STATES), None)
+        waiting = sum(1 for s in states if s not in finished)
         run_at = spec.run_at or now + timedelta(seconds=spec.delay_seconds or 0)
         if failed:
             state = JobState.CANCELLED
@@ -311,7 +389,12 @@ def _insert_edges(
     repeats: set[int],
 ) -> None:
     edges = [
-        JobDependency(organization_id=project.organization_id, parent_id=parent, child_id=ids[i])
+        JobDependency(
+            organization_id=project.organization_id,
+            parent_id=parent,
+            child_id=ids[i],
+            on_parent_failure=spec.on_parent_failure,
+        )
         for i, spec in enumerate(specs)
         if i not in repeats
         for parent in [*spec.depends_on, *(ids[by_ref[ref]] for ref in spec.depends_on_refs)]
@@ -392,20 +475,37 @@ def report_results(
             outcomes.update((o.job_id, o) for o in completion.succeeded)
         if failed:
             outcomes.update((o.job_id, o) for o in claiming.fail_jobs(project_id, failed))
-        _cascade_failures([o for o in outcomes.values() if o is not None])
+        applied = [o for o in outcomes.values() if o is not None]
+        cascade = _cascade_failures(applied)
+        _fire_batch_callbacks(_owed_batches(applied, cascade))
         # Freed slots and released children are new work for the dispatchers.
-        if any(o is not None for o in outcomes.values()) or released:
+        if applied or released or cascade.released:
             claiming.notify([claiming.DISPATCH_CHANNEL])
     return outcomes
 
 
-def _cascade_failures(outcomes: Sequence[claiming.Outcome]) -> None:
+def _cascade_failures(outcomes: Sequence[claiming.Outcome]) -> claiming.Cascade:
     roots = [
         (o.job_id, f"cancelled: ancestor job {o.job_id} ended {o.state}")
         for o in outcomes
         if o.state in _FAILED_STATES
     ]
-    claiming.cancel_descendants(roots)
+    return claiming.cancel_descendants(roots)
+
+
+def _owed_batches(outcomes: Sequence[claiming.Outcome], cascade: claiming.Cascade) -> set[UUID]:
+    """Batches that may have just finished and still owe callbacks."""
+    owed = {o.batch_id for o in outcomes if o.callback_owed and o.batch_id is not None}
+    return owed | cascade.owed_batches
+
+
+def _settle(roots: Sequence[tuple[UUID, str]], batch_ids: Iterable[UUID | None]) -> None:
+    """After jobs were cancelled or deleted by an operator: settle their descendants, wake the
+    dispatchers for released ones, and fire the callbacks of batches this finished."""
+    cascade = claiming.cancel_descendants(roots)
+    if cascade.released:
+        claiming.notify([claiming.DISPATCH_CHANNEL])
+    _fire_batch_callbacks({*batch_ids, *cascade.owed_batches})
 
 
 def expire_leases(*, limit: int) -> int:
@@ -419,7 +519,10 @@ def expire_leases(*, limit: int) -> int:
             for job_id, token in expired
         ]
         outcomes = claiming.fail_jobs(None, items, execution_status=ExecutionStatus.TIMED_OUT)
-        _cascade_failures(outcomes)
+        cascade = _cascade_failures(outcomes)
+        _fire_batch_callbacks(_owed_batches(outcomes, cascade))
+        if cascade.released:
+            claiming.notify([claiming.DISPATCH_CHANNEL])
         return len(expired)
 
 
@@ -487,7 +590,7 @@ def cancel_job(
             lease_token=None,
             lease_expires_at=None,
         )
-        claiming.cancel_descendants([(job.pk, f"cancelled: ancestor job {job.pk} was cancelled")])
+        _settle([(job.pk, f"cancelled: ancestor job {job.pk} was cancelled")], [job.batch_id])
         record_audit(
             project.organization_id,
             "job.cancelled",
@@ -500,19 +603,19 @@ def cancel_job(
 
 
 def retry_job(project: Project, job_id: UUID, *, actor: Actor = SYSTEM) -> Job:
-    """Run a dead or cancelled job again from attempt 1 (blocked while parents are unfinished)."""
+    """Run a dead or cancelled job again from attempt 1 (blocked while parents are unfinished).
+
+    Its blocked run-policy children wait for it again. A batch whose callbacks already fired
+    does not fire them again when the retried job finishes.
+    """
     with transaction.atomic(durable=True):
         job = _locked_job(project, job_id)
         if job.state not in _FAILED_STATES:
             raise JobNotRetryable(
                 f"job {job_id} is {job.state}; only dead or cancelled jobs can be retried"
             )
-        waiting = (
-            JobDependency.objects.for_org(project.organization)
-            .filter(child=job)
-            .exclude(parent__state=JobState.SUCCEEDED)
-            .count()
-        )
+        claiming.reblock_run_children([job.pk])
+        waiting = _waited_for_edges(project, [job.pk]).filter(child=job).count()
         state = JobState.BLOCKED if waiting else JobState.PENDING
         Job.objects.for_project(project).filter(pk=job.pk).update(
             state=state,
@@ -538,6 +641,22 @@ def retry_job(project: Project, job_id: UUID, *, actor: Actor = SYSTEM) -> Job:
     return get_job(project, job_id)
 
 
+def _waited_for_edges(project: Project, retried: Sequence[UUID]) -> QuerySet[JobDependency]:
+    """Edges whose parent a retried child must wait for: parents that have not succeeded,
+    except failed ones behind a run-policy edge (finished for that child), unless that
+    parent is being retried too."""
+    finished_by_policy = (
+        Q(on_parent_failure=ParentFailure.RUN)
+        & Q(parent__state__in=_FAILED_STATES)
+        & ~Q(parent__in=list(retried))
+    )
+    return (
+        JobDependency.objects.for_org(project.organization)
+        .exclude(parent__state=JobState.SUCCEEDED)
+        .exclude(finished_by_policy)
+    )
+
+
 def _locked_job(project: Project, job_id: UUID) -> Job:
     try:
         return Job.objects.for_project(project).select_for_update().get(pk=job_id)
@@ -551,9 +670,15 @@ def purge_queue(queue: Queue, *, actor: Actor = SYSTEM) -> int:
         doomed = Job.objects.for_project(queue.project).filter(
             queue=queue, state__in=(JobState.PENDING, JobState.SCHEDULED)
         )
-        ids = list(doomed.select_for_update(skip_locked=True).values_list("pk", flat=True))
-        claiming.cancel_descendants([(pk, f"cancelled: parent job {pk} was purged") for pk in ids])
+        rows = list(doomed.select_for_update(skip_locked=True).values_list("pk", "batch_id"))
+        ids = [pk for pk, _ in rows]
+        roots = [(pk, f"cancelled: parent job {pk} was purged") for pk in ids]
+        cascade = claiming.cancel_descendants(roots)
+        if cascade.released:
+            claiming.notify([claiming.DISPATCH_CHANNEL])
         Job.objects.for_project(queue.project).filter(pk__in=ids).delete()
+        # After the delete: the purged jobs no longer count as unfinished.
+        _fire_batch_callbacks({batch_id for _, batch_id in rows} | cascade.owed_batches)
         record_audit(
             queue.organization_id,
             "queue.purged",
@@ -648,19 +773,22 @@ def _bulk_cancel(project: Project, ids: list[UUID]) -> None:
     JobExecution.objects.for_project(project).filter(
         job__in=jobs.filter(state=JobState.PROCESSING), lease_token=F("job__lease_token")
     ).update(status=ExecutionStatus.FAILED, error=reason, finished_at=Now())
+    batch_ids = set(jobs.exclude(batch=None).order_by().values_list("batch_id", flat=True))
     jobs.update(
         state=JobState.CANCELLED, last_error=reason, finished_at=Now(), lease_token=None,
         lease_expires_at=None,
     )  # fmt: skip
-    claiming.cancel_descendants([(pk, f"cancelled: ancestor job {pk} was cancelled") for pk in ids])
+    _settle([(pk, f"cancelled: ancestor job {pk} was cancelled") for pk in ids], batch_ids)
 
 
 def _bulk_retry(project: Project, ids: list[UUID]) -> None:
     jobs = Job.objects.for_project(project).filter(pk__in=ids)
+    # Before any state changes: the run-policy children of the retried jobs wait again, and
+    # the retried jobs' own counts treat retried parents as unfinished.
+    claiming.reblock_run_children(ids)
     waiting = (
-        JobDependency.objects.for_org(project.organization)
+        _waited_for_edges(project, ids)
         .filter(child=OuterRef("pk"))
-        .exclude(parent__state=JobState.SUCCEEDED)
         .values("child")
         .annotate(n=Count("*"))
         .values("n")
@@ -678,8 +806,20 @@ def _bulk_retry(project: Project, ids: list[UUID]) -> None:
 
 
 def _bulk_delete(project: Project, ids: list[UUID]) -> None:
-    claiming.cancel_descendants([(pk, f"cancelled: parent job {pk} was deleted") for pk in ids])
-    Job.objects.for_project(project).filter(pk__in=ids).delete()
+    jobs = Job.objects.for_project(project).filter(pk__in=ids)
+    # Only unfinished jobs are roots: a finished one already released or settled its
+    # children when it succeeded or failed, and must not count a second time.
+    unfinished = list(
+        jobs.exclude(state__in=TERMINAL_STATES).order_by().values_list("pk", flat=True)
+    )
+    batch_ids = set(jobs.exclude(batch=None).order_by().values_list("batch_id", flat=True))
+    roots = [(pk, f"cancelled: parent job {pk} was deleted") for pk in unfinished]
+    cascade = claiming.cancel_descendants(roots)
+    if cascade.released:
+        claiming.notify([claiming.DISPATCH_CHANNEL])
+    jobs.delete()
+    # After the delete: the deleted jobs no longer count as unfinished.
+    _fire_batch_callbacks(batch_ids | cascade.owed_batches)
 
 
 @dataclass(frozen=True, slots=True)
@@ -689,21 +829,171 @@ class BatchStatus:
     counts: dict[str, int]
     finished: bool
     created_at: datetime
+    on_complete: dict[str, Any] | None = None
+    on_success: dict[str, Any] | None = None
+    callback_enqueued_at: datetime | None = None
+    on_complete_job_id: UUID | None = None
+    on_success_job_id: UUID | None = None
 
 
 def batch_status(project: Project, batch_id: UUID | str) -> BatchStatus:
-    """Progress of a batch: its jobs counted by state."""
+    """Progress of a batch: its jobs counted by state, and its callbacks."""
     try:
         batch = Batch.objects.for_project(project).get(pk=batch_id)
     except (Batch.DoesNotExist, ValueError, ValidationError):
         raise NotFound(f"batch {batch_id} not found") from None
-    rows = (
-        Job.objects.for_project(project)
-        .filter(batch=batch)
-        .values("state")
-        .annotate(n=Count("*"))
-        .values_list("state", "n")
-    )
-    counts = {state: 0 for state in JobState.values} | dict(rows)
+    counts = _batch_counts([batch.pk])[batch.pk]
     unfinished = sum(n for state, n in counts.items() if state not in TERMINAL_STATES)
-    return BatchStatus(batch.pk, batch.total, counts, unfinished == 0, batch.created_at)
+    return BatchStatus(
+        batch.pk,
+        batch.total,
+        counts,
+        unfinished == 0,
+        batch.created_at,
+        on_complete=batch.on_complete,
+        on_success=batch.on_success,
+        callback_enqueued_at=batch.callback_enqueued_at,
+        on_complete_job_id=batch.on_complete_job_id,
+        on_success_job_id=batch.on_success_job_id,
+    )
+
+
+def _batch_counts(batch_ids: Sequence[UUID]) -> dict[UUID, dict[str, int]]:
+    """Each batch's jobs counted by state (every state present, 0 when none)."""
+    counts = {batch_id: dict.fromkeys(JobState.values, 0) for batch_id in batch_ids}
+    rows = (
+        Job.objects.all_tenants()
+        .filter(batch_id__in=list(batch_ids))
+        .order_by()
+        .values("batch_id", "state")
+        .annotate(n=Count("*"))
+        .values_list("batch_id", "state", "n")
+    )
+    for batch_id, state, n in rows:
+        counts[batch_id][state] = n
+    return counts
+
+
+# --- Batch callbacks ---------------------------------------------------------------------------
+
+# Batches whose callbacks are still owed: the condition of the partial index batch_callback_owed.
+_OWES_CALLBACKS = Q(callback_enqueued_at__isnull=True) & (
+    Q(on_complete__isnull=False) | Q(on_success__isnull=False)
+)
+
+
+def _stored_callback(spec: JobSpec) -> dict[str, Any]:
+    """A callback spec as kept on the Batch (the job fields a callback may set)."""
+    return {
+        "queue": spec.queue,
+        "job_type": spec.job_type,
+        "payload": spec.payload,
+        "priority": spec.priority,
+        "max_attempts": spec.max_attempts,
+        "timeout_seconds": spec.timeout_seconds,
+        "tags": list(spec.tags),
+    }
+
+
+def _fire_batch_callbacks(batch_ids: Iterable[UUID | None]) -> int:
+    """Enqueue the callbacks of the batches among ``batch_ids`` whose every job has finished;
+    return how many batches fired. Runs in the transaction that finished the jobs, after the
+    job updates.
+
+    Exactly once, however many transactions finish a batch's last jobs at the same time: the
+    owed batches are locked first (FOR NO KEY UPDATE, in id order so that two callers never
+    deadlock) and only then are their unfinished jobs counted. Under READ COMMITTED that count
+    is a new snapshot, taken after any wait for the lock, so it sees the completions of every
+    transaction that held the lock before: whichever transaction locks a batch last sees its
+    last job finished. The one that fires sets callback_enqueued_at, which the lock's WHERE
+    re-checks after a wait, so no later transaction fires the batch again. Batches without
+    callbacks, or whose callbacks were enqueued already, are filtered out before any lock.
+    """
+    ids = sorted({batch_id for batch_id in batch_ids if batch_id is not None})
+    if not ids:
+        return 0
+    locked = list(
+        Batch.objects.all_tenants()
+        .filter(_OWES_CALLBACKS, pk__in=ids)
+        .select_related("project")
+        .order_by("pk")
+        .select_for_update(no_key=True, of=("self",))
+    )
+    return _fire_finished(locked)
+
+
+def _fire_finished(batches: Sequence[Batch]) -> int:
+    """Fire the locked ``batches`` that have no unfinished job; return how many fired."""
+    if not batches:
+        return 0
+    unfinished = Job.objects.all_tenants().filter(batch=OuterRef("pk"))
+    finished_ids = set(
+        Batch.objects.all_tenants()
+        .filter(pk__in=[b.pk for b in batches])
+        .exclude(Exists(unfinished.exclude(state__in=TERMINAL_STATES)))
+        .values_list("pk", flat=True)
+    )
+    finished = [b for b in batches if b.pk in finished_ids]
+    if not finished:
+        return 0
+    counts = _batch_counts([b.pk for b in finished])
+    for batch in finished:
+        _fire(batch, counts[batch.pk])
+    return len(finished)
+
+
+def _fire(batch: Batch, counts: dict[str, int]) -> None:
+    """Enqueue a finished batch's callbacks and mark them enqueued (the exactly-once guard)."""
+    succeeded = counts[JobState.SUCCEEDED] == batch.total
+    job_ids: dict[str, UUID | None] = {}
+    for name in CALLBACK_NAMES:
+        stored = getattr(batch, name)
+        if stored is None or (name == "on_success" and not succeeded):
+            continue
+        fields = {key: stored[key] for key in CALLBACK_FIELDS if key in stored}
+        fields["payload"] = callback_payload(
+            fields.get("payload") or {}, batch_id=batch.pk, total=batch.total, counts=counts
+        )
+        job_ids[f"{name}_job_id"] = _enqueue_callback(batch, name, JobSpec(**fields))
+    Batch.objects.all_tenants().filter(pk=batch.pk).update(callback_enqueued_at=Now(), **job_ids)
+
+
+def _enqueue_callback(batch: Batch, name: str, spec: JobSpec) -> UUID | None:
+    """Enqueue one callback job; None (logged) when the engine refuses it.
+
+    The spec was checked at submit, but its queue may have been deleted since. Refusing the
+    callback must not refuse the worker's result that finished the batch, so the attempt runs
+    in a savepoint and a refusal is logged instead of raised.
+    """
+    try:
+        with transaction.atomic():
+            return enqueue_in_transaction(batch.project, [spec]).ids[0]
+    except TaskForgeError as exc:
+        logger.warning("batch %s: %s callback not enqueued: %s", batch.pk, name, exc.message)
+        return None
+
+
+def fire_owed_batch_callbacks(*, limit: int) -> int:
+    """Safety sweep: fire up to ``limit`` finished batches whose callbacks are still owed;
+    return how many fired.
+
+    Callbacks normally fire in the transaction that finishes a batch; this catches a batch
+    finished some other way (a queue deleted with its jobs, say). SKIP LOCKED: a batch being
+    fired right now is left to the transaction that holds it, and the count after the lock
+    (in _fire_finished) is the authoritative one. Index: batch_callback_owed.
+    """
+    with transaction.atomic(durable=True):
+        unfinished = (
+            Job.objects.all_tenants()
+            .filter(batch=OuterRef("pk"))
+            .exclude(state__in=TERMINAL_STATES)
+        )
+        batches = list(
+            Batch.objects.all_tenants()
+            .filter(_OWES_CALLBACKS)
+            .exclude(Exists(unfinished))
+            .select_related("project")
+            .order_by("created_at")
+            .select_for_update(no_key=True, skip_locked=True, of=("self",))[:limit]
+        )
+        return _fire_finished(batches)

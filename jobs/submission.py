@@ -1,7 +1,7 @@
 """Validation and planning of job submissions, before anything touches the database.
 
-Split from services.py so the rules (field limits, refs, cycles) read in one place and can be
-tested without a transaction. Every error names the job's index and the field.
+Split from services.py so the rules (field limits, refs, cycles, graph size) read in one place
+and can be tested without a transaction. Every error names the job's index and the field.
 """
 
 from __future__ import annotations
@@ -16,12 +16,28 @@ from typing import Any
 from uuid import UUID
 
 from jobs.exceptions import DependencyCycle
+from jobs.models import JobState, ParentFailure
 from taskforge import conf
 from taskforge.lib.errors import PayloadTooLarge, ValidationFailed
 
 MAX_TAGS = 20
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 MAX_DELAY_SECONDS = 366 * 24 * 3600
+
+# Graph limits, checked before anything is written. A job's parents are depends_on and
+# depends_on_refs together: every parent is one edge row and one count in pending_parents,
+# and a job with thousands of parents is a fan-in better expressed as a batch callback.
+MAX_PARENTS_PER_JOB = 100
+# Edges of one batch (the sum of its jobs' parents): bounds the rows one submit inserts and
+# the work of one failure cascade through the graph.
+MAX_EDGES_PER_BATCH = 10_000
+
+# The payload key a batch callback receives its batch's summary under (see callback_payload).
+BATCH_SUMMARY_KEY = "batch"
+# The fields a batch callback spec (on_complete / on_success) may have.
+CALLBACK_FIELDS = (
+    "queue", "job_type", "payload", "priority", "max_attempts", "timeout_seconds", "tags",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +57,8 @@ class JobSpec:
     tags: Sequence[str] = ()
     ref: str | None = None
     depends_on_refs: Sequence[str] = ()
+    # What a parent ending dead or cancelled does to this job (stored on each incoming edge).
+    on_parent_failure: str = ParentFailure.CANCEL
 
 
 def _fail(index: int | None, field_name: str, message: str) -> ValidationFailed:
@@ -117,6 +135,8 @@ def validate_spec(index: int | None, spec: JobSpec) -> str:
         _check_text(index, "tags", tag, max_length=100)
     if spec.ref is not None:
         _check_text(index, "ref", spec.ref, max_length=100)
+    if spec.on_parent_failure not in ParentFailure.values:
+        raise _fail(index, "on_parent_failure", f"must be one of {ParentFailure.values}")
     # A parent named twice would count twice in pending_parents but make one edge: the child
     # would wait forever for a second success.
     for name, parents in (
@@ -125,7 +145,80 @@ def validate_spec(index: int | None, spec: JobSpec) -> str:
     ):
         if len(set(parents)) != len(parents):
             raise _fail(index, name, "names the same parent twice")
+    count = len(spec.depends_on) + len(spec.depends_on_refs)
+    if count > MAX_PARENTS_PER_JOB:
+        raise _fail(
+            index,
+            "depends_on_refs" if spec.depends_on_refs else "depends_on",
+            f"at most {MAX_PARENTS_PER_JOB} parents per job (depends_on and depends_on_refs "
+            f"together), got {count}",
+        )
     return encode_payload(index, spec.payload)
+
+
+def check_graph_size(specs: Sequence[JobSpec]) -> None:
+    """Refuse a batch with more than MAX_EDGES_PER_BATCH dependency edges."""
+    edges = sum(len(s.depends_on) + len(s.depends_on_refs) for s in specs)
+    if edges > MAX_EDGES_PER_BATCH:
+        raise ValidationFailed(
+            f"jobs: at most {MAX_EDGES_PER_BATCH} dependencies per batch, got {edges}",
+            details={"field": "jobs", "limit": MAX_EDGES_PER_BATCH},
+        )
+
+
+def validate_callback(name: str, spec: JobSpec) -> None:
+    """Check a batch callback spec (``name`` is on_complete or on_success); errors name the
+    field as ``on_complete.queue`` and so on. Whether the queue exists is checked at submit.
+
+    The size check runs on the payload as it will be enqueued, with the widest possible batch
+    summary: a callback that passed here is never refused later, inside the transaction of
+    the completion that finishes its batch.
+    """
+    for field_name in ("run_at", "delay_seconds", "idempotency_key", "ref"):
+        if getattr(spec, field_name) is not None:
+            raise _callback_fail(name, field_name, "is not allowed on a batch callback")
+    for field_name in ("depends_on", "depends_on_refs"):
+        if getattr(spec, field_name):
+            raise _callback_fail(name, field_name, "is not allowed on a batch callback")
+    if not isinstance(spec.payload, dict):
+        raise _callback_fail(name, "payload", "must be a JSON object")
+    if BATCH_SUMMARY_KEY in spec.payload:
+        raise _callback_fail(
+            name, "payload", f"the key {BATCH_SUMMARY_KEY!r} is reserved for the batch summary"
+        )
+    try:
+        validate_spec(None, spec)
+        widest = callback_payload(
+            spec.payload,
+            batch_id=UUID(int=0),
+            total=10**9,
+            counts=dict.fromkeys(JobState.values, 10**9),
+        )
+        encode_payload(None, widest)
+    except (ValidationFailed, PayloadTooLarge) as exc:
+        field_name = f"{name}.{exc.details.get('field', '')}".rstrip(".")
+        raise type(exc)(
+            f"{name}.{exc.message}", details={**exc.details, "field": field_name}
+        ) from None
+
+
+def _callback_fail(name: str, field_name: str, message: str) -> ValidationFailed:
+    return ValidationFailed(
+        f"{name}.{field_name}: {message}", details={"field": f"{name}.{field_name}"}
+    )
+
+
+def callback_payload(
+    payload: dict[str, Any], *, batch_id: UUID, total: int, counts: dict[str, int]
+) -> dict[str, Any]:
+    """A callback's payload: the one given at submit plus the batch's summary under "batch"."""
+    summary = {
+        "id": str(batch_id),
+        "total": total,
+        "counts": counts,
+        "succeeded": counts.get("succeeded", 0) == total,
+    }
+    return {**payload, BATCH_SUMMARY_KEY: summary}
 
 
 def check_refs(specs: Sequence[JobSpec]) -> dict[str, int]:

@@ -23,7 +23,16 @@ from django.db import models
 
 from accounts.models import ApiKey, AuditLog, Project, User
 from billing.models import Invoice, Subscription, UsageRecord
-from jobs.models import Batch, ExecutionLog, Job, JobDependency, JobExecution, Schedule
+from jobs.models import (
+    Batch,
+    ExecutionLog,
+    Job,
+    JobDependency,
+    JobExecution,
+    RunOutcome,
+    Schedule,
+    ScheduleRun,
+)
 from queues.models import Queue
 from workers.models import QueueWorkerAssignment, Worker
 
@@ -97,6 +106,12 @@ BUILDERS: dict[type[models.Model], Callable[[Project], models.Model]] = {
         name=unique("s"),
         cron="* * * * *",
         job_type="t",
+    ),
+    ScheduleRun: lambda project: ScheduleRun.objects.create(
+        **org_of(project),
+        schedule=BUILDERS[Schedule](project),
+        fire_time=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
+        outcome=RunOutcome.SKIPPED_OVERLAP,
     ),
     Worker: build_worker,
     QueueWorkerAssignment: lambda project: QueueWorkerAssignment.objects.create(

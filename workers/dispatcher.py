@@ -54,6 +54,10 @@ PROMOTE_INTERVAL = 0.1
 # Seconds between looks for due cron schedules (fire times are whole minutes).
 SCHEDULE_INTERVAL = 1.0
 
+# Seconds between sweeps for batches whose callbacks are owed but were not enqueued (a safety
+# net: callbacks normally fire in the transaction that finishes the batch).
+BATCH_SWEEP_INTERVAL = 30.0
+
 # Due schedules handled per transaction (each may enqueue several catch-up runs).
 SCHEDULES_PER_TICK = 100
 
@@ -97,6 +101,7 @@ class Dispatcher:
         self._next_sweep = 0.0
         self._next_promote = 0.0
         self._next_schedules = 0.0
+        self._next_batch_sweep = 0.0
         self._failures = 0
         self._last_tick = (0.0, 0.0)
 
@@ -128,6 +133,9 @@ class Dispatcher:
         if time.monotonic() >= self._next_sweep:
             expired = self.expire_leases()
             offline = self.mark_silent_workers()
+            if time.monotonic() >= self._next_batch_sweep:
+                self._next_batch_sweep = time.monotonic() + BATCH_SWEEP_INTERVAL
+                self.fire_owed_batch_callbacks()
             behind = self.batch_size in (expired, offline)
             self._next_sweep = time.monotonic() + (0 if behind else SWEEP_INTERVAL)
         full = schedules_behind or self.batch_size in (promoted, assigned, expired, offline)
@@ -196,6 +204,13 @@ class Dispatcher:
                 claiming.expire_worker_leases(silent)
                 logger.warning("marked %d silent worker(s) offline", len(silent))
         return len(silent)
+
+    def fire_owed_batch_callbacks(self) -> int:
+        """Enqueue the callbacks of finished batches that still owe them (a safety net)."""
+        fired = services.fire_owed_batch_callbacks(limit=self.batch_size)
+        if fired:
+            logger.warning("fired the owed callbacks of %d finished batch(es)", fired)
+        return fired
 
     def maintain(self) -> list[str]:
         """Keep the hot tables analyzed and vacuumed (one dispatcher at a time)."""

@@ -6,7 +6,10 @@
 -- Concurrency: two parents of one child completing at once both decrement pending_parents;
 -- the second UPDATE waits for the first's row lock and then re-reads the row, so the count
 -- reaches zero exactly once and the child is released exactly once.
--- Index: primary key for jobs; jobs_jobexecution_job_id; jobdependency_unique (parent_id, …).
+-- callback_owed: the job's batch has callbacks not yet enqueued, so the caller checks whether
+-- this completion finished it (services._fire_batch_callbacks); false costs the caller nothing.
+-- Index: primary key for jobs and batches; jobs_jobexecution_job_id; jobdependency_unique
+-- (parent_id, …).
 WITH input AS (
     SELECT *
     FROM unnest(%(ids)s::uuid[], %(lease_tokens)s::uuid[], %(results)s::text[])
@@ -49,6 +52,11 @@ released AS (
     WHERE child.id = edges.child_id AND child.state = 'blocked'
     RETURNING child.id, child.state
 )
-SELECT 'done' AS kind, id, batch_id FROM done
+SELECT 'done' AS kind, done.id, done.batch_id, b.id IS NOT NULL AS callback_owed
+FROM done
+LEFT JOIN jobs_batch AS b
+    ON b.id = done.batch_id
+    AND b.callback_enqueued_at IS NULL
+    AND (b.on_complete IS NOT NULL OR b.on_success IS NOT NULL)
 UNION ALL
-SELECT 'released', id, NULL FROM released WHERE state = 'pending'
+SELECT 'released', id, NULL, false FROM released WHERE state = 'pending'

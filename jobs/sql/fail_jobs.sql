@@ -4,7 +4,8 @@
 -- Fencing: only rows processing under the same lease_token change; the caller reports a
 -- conflict for ids that are not returned.
 -- Tenancy: %(project_id)s scopes the rows (NULL only for the dispatcher's lease expiry).
--- Index: primary key; jobs_jobexecution_job_id for the execution rows.
+-- callback_owed: the job went dead and its batch has callbacks not yet enqueued.
+-- Index: primary key (jobs, batches); jobs_jobexecution_job_id for the execution rows.
 WITH input AS (
     SELECT *
     FROM unnest(%(ids)s::uuid[], %(lease_tokens)s::uuid[], %(errors)s::text[],
@@ -43,4 +44,9 @@ closed AS (
     FROM failed
     WHERE e.job_id = failed.id AND e.lease_token = failed.lease_token
 )
-SELECT id, state, run_at, batch_id FROM failed
+SELECT f.id, f.state, f.run_at, f.batch_id, f.state = 'dead' AND b.id IS NOT NULL
+FROM failed AS f
+LEFT JOIN jobs_batch AS b
+    ON b.id = f.batch_id
+    AND b.callback_enqueued_at IS NULL
+    AND (b.on_complete IS NOT NULL OR b.on_success IS NOT NULL)

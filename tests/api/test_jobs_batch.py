@@ -182,6 +182,129 @@ def test_a_malformed_json_body_is_refused(api, snapshot, refused):
     assert snapshot() == before
 
 
+# --- on_parent_failure and graph limits --------------------------------------------------------
+
+
+def test_on_parent_failure_is_stored_on_the_edges_and_shown_in_the_job_detail(api):
+    response = submit(
+        api, [item(ref="a"), item(ref="b", depends_on_refs=["a"], on_parent_failure="run")]
+    )
+    assert response.status_code == 201, response.content
+    a, b = (job["id"] for job in response.json()["jobs"])
+    child = api.get(f"/api/v1/jobs/{b}").json()
+    assert child["parents"] == [a]
+    assert child["parent_edges"] == [{"job": a, "on_parent_failure": "run"}]
+    parent = api.get(f"/api/v1/jobs/{a}").json()
+    assert parent["children"] == [b]
+    assert parent["child_edges"] == [{"job": b, "on_parent_failure": "run"}]
+
+
+def test_a_single_job_takes_on_parent_failure_too(api, engine):
+    parent = engine.submit()
+    body = {**item(), "depends_on": [str(parent.pk)], "on_parent_failure": "run"}
+    response = api.post("/api/v1/jobs", body, format="json")
+    assert response.status_code == 201, response.content
+    detail = api.get(f"/api/v1/jobs/{response.json()['id']}").json()
+    assert detail["parent_edges"] == [{"job": str(parent.pk), "on_parent_failure": "run"}]
+
+
+def test_an_unknown_on_parent_failure_is_refused_naming_the_field(api, snapshot, refused):
+    error = assert_refused(
+        api, snapshot, refused, {"jobs": [item(), item(), item(on_parent_failure="ignore")]}
+    )
+    assert names_index_2(error), error
+    assert "on_parent_failure" in error["message"]
+
+
+def test_a_job_with_more_than_100_parents_is_refused_naming_the_field(api, snapshot, refused):
+    parents = [item(ref=f"p{i}") for i in range(101)]
+    jobs = [*parents, item(depends_on_refs=[p["ref"] for p in parents])]
+    error = assert_refused(api, snapshot, refused, {"jobs": jobs})
+    assert error["details"] == {"field": "depends_on_refs", "index": 101}
+
+
+def test_a_batch_with_more_than_10000_edges_is_refused(api, snapshot, refused):
+    roots = [item(ref=f"r{i}") for i in range(200)]
+    children = [item(depends_on_refs=[f"r{(i + k) % 200}" for k in range(100)]) for i in range(101)]
+    error = assert_refused(api, snapshot, refused, {"jobs": [*roots, *children]})
+    assert error["details"] == {"field": "jobs", "limit": 10_000}
+
+
+# --- batch callbacks ----------------------------------------------------------------------------
+
+CALLBACK = {"queue": "default", "job_type": "batch.done", "payload": {"to": "ops"}}
+
+
+@pytest.mark.parametrize(
+    ("callback", "field"),
+    [
+        ({"queue": "nope", "job_type": "t"}, "on_complete.queue"),
+        ({"queue": "default", "job_type": "t", "payload": [1]}, "on_complete.payload"),
+        ({"queue": "default", "job_type": "t", "payload": {"batch": 1}}, "on_complete.payload"),
+    ],
+)
+def test_an_invalid_callback_is_refused_naming_the_field(api, snapshot, refused, callback, field):
+    error = assert_refused(api, snapshot, refused, {"jobs": [item()], "on_complete": callback})
+    assert error["details"]["field"] == field
+    assert error["message"].startswith(field)
+
+
+@pytest.mark.parametrize(
+    "callback",
+    [
+        {"queue": "default", "job_type": "t", "colour": "red"},
+        {"queue": "default", "job_type": "t", "depends_on": []},
+        {"queue": "default", "job_type": "t", "run_at": "2030-01-01T00:00:00Z"},
+        {"queue": "default", "job_type": "t", "priority": 10},
+        {"job_type": "t"},
+        "batch.done",
+    ],
+    ids=["unknown", "depends_on", "run_at", "priority", "no-queue", "not-an-object"],
+)
+def test_a_malformed_callback_is_refused_naming_the_field(api, snapshot, refused, callback):
+    error = assert_refused(api, snapshot, refused, {"jobs": [item()], "on_success": callback})
+    assert "on_success" in error["details"]["fields"], error
+    assert error["message"].startswith("on_success"), error
+
+
+@pytest.mark.covers("jobs:batch-detail", "happy")
+def test_batch_detail_shows_the_callbacks_and_the_jobs_they_enqueued(api, engine, project):
+    response = api.post(
+        URL, {"jobs": [item(), item()], "on_complete": CALLBACK, "on_success": CALLBACK},
+        format="json",
+    )  # fmt: skip
+    assert response.status_code == 201, response.content
+    batch_id = response.json()["batch_id"]
+    url = f"/api/v1/batches/{batch_id}"
+    data = api.get(url).json()
+    expected = {
+        "queue": "default", "job_type": "batch.done", "payload": {"to": "ops"}, "priority": 5,
+        "max_attempts": None, "timeout_seconds": None, "tags": [],
+    }  # fmt: skip
+    assert (data["on_complete"], data["on_success"]) == (expected, expected)
+    assert (data["callback_enqueued_at"], data["on_complete_job_id"]) == (None, None)
+    assert data["on_success_job_id"] is None
+
+    first, second = (job["id"] for job in response.json()["jobs"])
+    api.post(f"/api/v1/jobs/{first}/cancel")
+    api.post(f"/api/v1/jobs/{second}/cancel")
+    data = api.get(url).json()
+    assert data["finished"] is True
+    assert data["callback_enqueued_at"] is not None
+    assert data["on_success_job_id"] is None  # a cancelled job: not every job succeeded
+    callback = api.get(f"/api/v1/jobs/{data['on_complete_job_id']}").json()
+    assert callback["job_type"] == "batch.done"
+    assert callback["payload"] == {
+        "to": "ops",
+        "batch": {
+            "id": batch_id,
+            "total": 2,
+            "counts": {state: 0 for state in JobState.values} | {"cancelled": 2},
+            "succeeded": False,
+        },
+    }
+
+
 # --- GET /batches/{id} --------------------------------------------------------------------------
 
 

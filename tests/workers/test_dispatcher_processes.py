@@ -29,7 +29,7 @@ from workers.models import Worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-TICK_LINE = re.compile(r"tick: promoted=\d+ assigned=(\d+) ")
+TICK_LINE = re.compile(r"tick: promoted=\d+ fired=\d+ assigned=(\d+) ")
 
 
 def register_workers(project: Project, count: int, capacity: int) -> list[Worker]:

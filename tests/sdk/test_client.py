@@ -2,6 +2,7 @@
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from taskforge_client import (
@@ -66,6 +67,34 @@ def test_it_submits_a_batch_whose_jobs_depend_on_each_other_by_ref(api):
     assert [j.state for j in jobs] == ["pending", "blocked"]
     assert {j.batch_id for j in jobs} == {batch_id}
     assert all(j.idempotency_key for j in jobs)
+
+
+def test_it_submits_a_run_policy_and_batch_callbacks(api):
+    parent = api.submit("default", "t")
+    child = api.submit("default", "t", depends_on=[parent], on_parent_failure="run")
+    edges = api.get_job(child.id).raw["parent_edges"]
+    assert edges == [{"job": parent.id, "on_parent_failure": "run"}]
+
+    batch_id, jobs = api.submit_batch(
+        [{"queue": "default", "job_type": "t", "ref": "a"},
+         {"queue": "default", "job_type": "t", "depends_on_refs": ["a"],
+          "on_parent_failure": "run"}],
+        on_complete={"queue": "default", "job_type": "done", "payload": {"n": 1}},
+        on_success={"queue": "default", "job_type": "ok", "tags": ("cb",)},
+    )  # fmt: skip
+    batch = api.request("GET", f"/batches/{batch_id}")
+    assert batch["on_complete"]["payload"] == {"n": 1}
+    assert (batch["on_success"]["job_type"], batch["on_success"]["tags"]) == ("ok", ["cb"])
+    assert [j.state for j in jobs] == ["pending", "blocked"]
+
+
+def test_a_bad_callback_raises_validation_error_naming_the_field(api):
+    with pytest.raises(ValidationError) as caught:
+        api.submit_batch(
+            [{"queue": "default", "job_type": "t"}],
+            on_complete={"queue": "nope", "job_type": "done"},
+        )
+    assert caught.value.details == {"field": "on_complete.queue"}
 
 
 def test_wait_returns_the_job_once_it_is_terminal(api):
@@ -148,3 +177,25 @@ def test_a_key_without_the_scope_raises_permission_denied(sdk_server, make_api_k
         client.submit("default", "t")
 
     assert caught.value.status == 403 and caught.value.code == "permission_denied"
+
+
+def test_it_manages_schedules(api):
+    created = api.create_schedule(
+        "nightly", "30 2 * * *", "default", "reports.nightly", {"f": 1}, timezone="Europe/Berlin"
+    )
+    assert created["timezone"] == "Europe/Berlin" and created["enabled"] is True
+    assert [s["id"] for s in api.schedules()] == [created["id"]]
+    times = api.preview_schedule(created["id"], n=3)
+    assert len(times) == 3 and times == sorted(times) and times[0].tzinfo is not None
+    assert all(t.astimezone(ZoneInfo("Europe/Berlin")).strftime("%H:%M") == "02:30" for t in times)
+    paused = api.update_schedule(created["id"], enabled=False)
+    assert paused["enabled"] is False and paused["next_run_at"] is None
+    job = api.trigger_schedule(created["id"])
+    assert job.job_type == "reports.nightly" and job.payload == {"f": 1}
+    assert api.get_schedule(created["id"])["last_job_id"] == job.id
+    with pytest.raises(ValidationError) as caught:
+        api.create_schedule("bad", "0 0 30 2 *", "default", "t")
+    assert caught.value.details["field"] == "cron"
+    api.delete_schedule(created["id"])
+    with pytest.raises(NotFound):
+        api.get_schedule(created["id"])

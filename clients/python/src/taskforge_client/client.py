@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
@@ -118,11 +119,14 @@ class TaskForge:
         max_attempts: int | None = None,
         timeout_seconds: int | None = None,
         tags: Iterable[str] | None = None,
+        on_parent_failure: str | None = None,
     ) -> Job:
         """Submit a job; return it (the existing job when the idempotency key was used before).
 
         Without ``idempotency_key`` a new uuid4 key is sent, so retrying after a lost response
         cannot create the job twice. Pass your own key to make separate calls idempotent.
+        ``on_parent_failure`` is ``"cancel"`` (the server's default: a parent ending dead or
+        cancelled cancels this job) or ``"run"`` (run it once the other parents are done).
         """
         body = job_body(
             queue=queue,
@@ -136,15 +140,27 @@ class TaskForge:
             max_attempts=max_attempts,
             timeout_seconds=timeout_seconds,
             tags=tags,
+            on_parent_failure=on_parent_failure,
         )
         return Job.from_dict(self.request("POST", "/jobs", json=body, idempotent=True))
 
-    def submit_batch(self, jobs: Sequence[Mapping[str, Any]]) -> tuple[str, list[Job]]:
+    def submit_batch(
+        self,
+        jobs: Sequence[Mapping[str, Any]],
+        *,
+        on_complete: Mapping[str, Any] | None = None,
+        on_success: Mapping[str, Any] | None = None,
+    ) -> tuple[str, list[Job]]:
         """Submit up to 1,000 jobs at once, all or nothing; return ``(batch_id, jobs)``.
 
         Each item takes the keyword arguments of :meth:`submit` plus ``ref`` and
         ``depends_on_refs`` (refs of other items in the batch). Items without an idempotency key
         get a uuid4 one, so the batch is retried safely.
+
+        ``on_complete`` / ``on_success`` are callback jobs (``queue``, ``job_type`` and
+        optionally ``payload``, ``priority``, ``max_attempts``, ``timeout_seconds``, ``tags``)
+        enqueued once when every job of the batch has finished (``on_success``: only if every
+        job succeeded); their payload gets the batch's summary under ``"batch"``.
         """
         items = []
         for item in jobs:
@@ -152,7 +168,11 @@ class TaskForge:
             spec.setdefault("idempotency_key", None)
             spec["idempotency_key"] = spec["idempotency_key"] or str(uuid.uuid4())
             items.append(job_body(**spec))
-        data = self.request("POST", "/jobs/batch", json={"jobs": items}, idempotent=True)
+        body: dict[str, Any] = {"jobs": items}
+        for name, callback in (("on_complete", on_complete), ("on_success", on_success)):
+            if callback is not None:
+                body[name] = {key: value for key, value in callback.items() if value is not None}
+        data = self.request("POST", "/jobs/batch", json=body, idempotent=True)
         return str(data["batch_id"]), [Job.from_dict(job) for job in data["jobs"]]
 
     def get_job(self, job_id: str | uuid.UUID) -> Job:
@@ -196,6 +216,72 @@ class TaskForge:
         """The job's attempts: ``{id, attempt, status, worker, error, started_at, finished_at}``."""
         results: list[dict[str, Any]] = self.request("GET", f"/jobs/{job_id}/executions")["results"]
         return results
+
+    # --- schedules ---------------------------------------------------------------------------
+
+    def create_schedule(
+        self,
+        name: str,
+        cron: str,
+        queue: str,
+        job_type: str,
+        payload: Any = None,
+        *,
+        timezone: str | None = None,
+        priority: int | None = None,
+        enabled: bool | None = None,
+        overlap: str | None = None,
+        catch_up: str | None = None,
+        catch_up_max: int | None = None,
+    ) -> dict[str, Any]:
+        """Create a cron schedule (docs/schedules.md); return its representation.
+
+        ``cron`` is five fields or an alias (``@hourly``); ``timezone`` an IANA name (default
+        UTC); ``overlap`` ``allow``/``skip``; ``catch_up`` ``none``/``latest``/``all``.
+        A bad expression or timezone raises ValidationError naming the field.
+        """
+        fields = {
+            "name": name, "cron": cron, "queue": queue, "job_type": job_type, "payload": payload,
+            "timezone": timezone, "priority": priority, "enabled": enabled, "overlap": overlap,
+            "catch_up": catch_up, "catch_up_max": catch_up_max,
+        }  # fmt: skip
+        body = {key: value for key, value in fields.items() if value is not None}
+        schedule: dict[str, Any] = self.request("POST", "/schedules", json=body)
+        return schedule
+
+    def schedules(self) -> list[dict[str, Any]]:
+        """Every schedule of the project, newest first (all pages)."""
+        found: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": 500}
+        while True:
+            page = self.request("GET", "/schedules", params=params)
+            found.extend(page["results"])
+            if not page["next"]:
+                return found
+            params = {"limit": 500, "cursor": parse_qs(urlsplit(page["next"]).query)["cursor"][0]}
+
+    def get_schedule(self, schedule_id: str | uuid.UUID) -> dict[str, Any]:
+        schedule: dict[str, Any] = self.request("GET", f"/schedules/{schedule_id}")
+        return schedule
+
+    def update_schedule(self, schedule_id: str | uuid.UUID, **changes: Any) -> dict[str, Any]:
+        """Change a schedule: ``update_schedule(id, enabled=False)``, ``cron="0 * * * *"``…"""
+        schedule: dict[str, Any] = self.request(
+            "PATCH", f"/schedules/{schedule_id}", json=changes, idempotent=True
+        )
+        return schedule
+
+    def delete_schedule(self, schedule_id: str | uuid.UUID) -> None:
+        self.request("DELETE", f"/schedules/{schedule_id}", idempotent=True)
+
+    def preview_schedule(self, schedule_id: str | uuid.UUID, n: int = 5) -> list[datetime]:
+        """The schedule's next ``n`` fire times (UTC, timezone-aware)."""
+        data = self.request("GET", f"/schedules/{schedule_id}/preview", params={"n": n})
+        return [datetime.fromisoformat(t.replace("Z", "+00:00")) for t in data["fire_times"]]
+
+    def trigger_schedule(self, schedule_id: str | uuid.UUID) -> Job:
+        """Enqueue one run of the schedule now; return its job."""
+        return Job.from_dict(self.request("POST", f"/schedules/{schedule_id}/trigger", json={}))
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -290,6 +376,7 @@ def job_body(
     tags: Iterable[str] | None = None,
     ref: str | None = None,
     depends_on_refs: Iterable[str] | None = None,
+    on_parent_failure: str | None = None,
 ) -> dict[str, Any]:
     """The JSON body of one job submission; None means "the server's default"."""
     if isinstance(run_at, datetime):
@@ -312,6 +399,7 @@ def job_body(
         "tags": list(tags) if tags is not None else None,
         "ref": ref,
         "depends_on_refs": list(depends_on_refs) if depends_on_refs is not None else None,
+        "on_parent_failure": on_parent_failure,
     }
     return {name: value for name, value in fields.items() if value is not None}
 

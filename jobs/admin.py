@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.admin import ReadOnlyTenantAdmin, TenantAdmin, TenantForm
-from jobs import cron
+from jobs import claiming, cron
 from jobs.models import (
     Batch,
     ExecutionLog,
@@ -24,7 +25,8 @@ from jobs.models import (
     Schedule,
     ScheduleRun,
 )
-from taskforge.lib.errors import ValidationFailed
+from jobs.submission import encode_payload
+from taskforge.lib.errors import TaskForgeError, ValidationFailed
 
 # How many of the newest jobs the job-type filter reads its choices from.
 JOB_TYPE_FILTER_SAMPLE = 10_000
@@ -208,6 +210,11 @@ class ScheduleForm(TenantForm):
                 cron.parse(cleaned["cron"], zone, reference=timezone.now())
             except ValidationFailed as exc:
                 self.add_error("cron", exc.message.split(": ", 1)[-1])
+        if "payload" in cleaned:
+            try:
+                encode_payload(None, cleaned["payload"])
+            except TaskForgeError as exc:
+                self.add_error("payload", exc.message.split(": ", 1)[-1])
         return cleaned
 
 
@@ -234,14 +241,23 @@ class ScheduleAdmin(TenantAdmin):
     readonly_fields = ("id", "next_run_at", "last_run_at", "last_job_id", "created_at")
 
     def save_model(self, request: HttpRequest, obj: Schedule, form: Any, change: Any) -> None:
-        """Like the API: a new cron, timezone or enabling starts the fire times from now."""
+        """Like the API: a new cron, timezone or enabling starts the fire times from now (the
+        schedules' database clock). An edit writes only the edited fields, under the row's
+        lock, so it cannot undo a run the dispatcher recorded meanwhile."""
         restart = not change or {"cron", "timezone", "enabled"} & set(form.changed_data)
-        if not obj.enabled:
-            obj.next_run_at = None
-        elif restart or obj.next_run_at is None:
-            expression = cron.parse(obj.cron, obj.timezone, reference=timezone.now())
-            obj.next_run_at = expression.next_after(timezone.now())
-        super().save_model(request, obj, form, change)
+        with transaction.atomic():
+            if change:
+                Schedule.objects.all_tenants().select_for_update().filter(pk=obj.pk).first()
+            if not obj.enabled:
+                obj.next_run_at = None
+            elif restart or obj.next_run_at is None:
+                clock = claiming.schedule_clock()
+                expression = cron.parse(obj.cron, obj.timezone, reference=clock)
+                obj.next_run_at = expression.next_after(clock)
+            if change:
+                obj.save(update_fields=[*form.changed_data, "next_run_at"])
+            else:
+                super().save_model(request, obj, form, change)
 
 
 @admin.register(ScheduleRun)

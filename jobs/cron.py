@@ -18,6 +18,7 @@ Every search is bounded (``HORIZON_YEARS``), so a never-firing expression such a
 
 from __future__ import annotations
 
+import re
 import zoneinfo
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,9 +52,18 @@ def _invalid(field: str, message: str) -> ValidationFailed:
     return ValidationFailed(f"{field}: {message}", details={"field": field})
 
 
+# Names in the tz database that are not places: the host's own zone (it differs between the
+# API host and each dispatcher host) and placeholders.
+_NOT_PLACES = frozenset({"localtime", "Factory", "posixrules"})
+
+
 @cache
 def _timezones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    return frozenset(
+        name
+        for name in zoneinfo.available_timezones()
+        if name not in _NOT_PLACES and not name.startswith(("posix/", "right/"))
+    )
 
 
 def parse_timezone(name: object) -> zoneinfo.ZoneInfo:
@@ -181,6 +191,8 @@ def compile_cron(expression: object, timezone: object) -> Cron:
         raise _invalid(
             "cron", "must have exactly five fields: minute hour day-of-month month day-of-week"
         )
+    normalized = " ".join(_checked_field(i, f) for i, f in enumerate(normalized.split(" ")))
+    _check_day_fields(normalized)
     try:
         fields, _ = croniter.expand(normalized)
     except (CroniterBadCronError, CroniterNotAlphaError, ValueError, KeyError) as exc:
@@ -188,3 +200,45 @@ def compile_cron(expression: object, timezone: object) -> Cron:
     minutes = tuple(range(60)) if fields[0] == ["*"] else tuple(sorted(int(m) for m in fields[0]))
     hours = tuple(range(24)) if fields[1] == ["*"] else tuple(sorted(int(h) for h in fields[1]))
     return Cron(normalized, tz, minutes, hours)
+
+
+FIELD_NAMES = ("minute", "hour", "day-of-month", "month", "day-of-week")
+# What each field may hold besides numbers: croniter also knows R (random) and H (hashed),
+# which would give a different schedule each time the expression is read.
+_FIELD_SYNTAX = (
+    re.compile(r"[0-9*,/-]+"),
+    re.compile(r"[0-9*,/-]+"),
+    re.compile(r"[0-9*,/?LW-]+"),
+    re.compile(r"[0-9*,/-]+"),
+    re.compile(r"[0-9*,/?L#-]+"),
+)
+_MONTHS = re.compile(r"JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC")
+_DAYS = re.compile(r"SUN|MON|TUE|WED|THU|FRI|SAT")
+_SINGLE_RANGE = re.compile(r"(\w+)-(\w+)(?:/\d+)?")
+
+
+def _checked_field(index: int, field: str) -> str:
+    """One field, upper-cased, with only documented syntax, and ``a-a`` ranges as ``a``:
+    croniter 7 reads a range whose ends are equal (``1-1``, ``FRI-FRI``) as ``*``."""
+    field = field.upper()
+    bare = _MONTHS.sub("0", field) if index == 3 else field
+    bare = _DAYS.sub("0", bare) if index == 4 else bare
+    if not _FIELD_SYNTAX[index].fullmatch(bare):
+        raise _invalid("cron", f"the {FIELD_NAMES[index]} field {field!r} is not valid cron syntax")
+    parts = []
+    for part in field.split(","):
+        single = _SINGLE_RANGE.fullmatch(part)
+        parts.append(single[1] if single and single[1] == single[2] else part)
+    return ",".join(parts)
+
+
+def _check_day_fields(normalized: str) -> None:
+    """croniter ignores a restricted day-of-month next to ``#`` or ``L`` in day-of-week
+    (``0 0 13 * 5#2`` would fire on the second Friday only): refuse the combination."""
+    day_of_month, day_of_week = normalized.split(" ")[2], normalized.split(" ")[4]
+    if day_of_month not in ("*", "?") and ("#" in day_of_week or "L" in day_of_week):
+        raise _invalid(
+            "cron",
+            "a day-of-month cannot be combined with # or L in the day-of-week field; "
+            "use one of the two",
+        )

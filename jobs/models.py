@@ -386,6 +386,8 @@ class RunOutcome(models.TextChoices):
     ENQUEUED = "enqueued"
     # overlap=skip and the previous run had not finished: no job.
     SKIPPED_OVERLAP = "skipped_overlap"
+    # The engine refused the run's job (see error); not retried.
+    FAILED = "failed"
 
 
 class ScheduleRun(models.Model):
@@ -404,6 +406,8 @@ class ScheduleRun(models.Model):
     outcome = models.CharField(max_length=16, choices=RunOutcome.choices)
     # The job enqueued (no foreign key: finished jobs are pruned, their runs stay).
     job_id = models.UUIDField(null=True, blank=True)
+    # Why a failed run's job was refused.
+    error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=now)
 
     objects = TenantQuerySet["ScheduleRun"].as_manager()

@@ -176,7 +176,7 @@ class ScheduleRunsApi(TenantAPIView):
     @extend_schema(
         summary="The schedule's runs, newest first",
         description="One row per fire time (and per manual trigger): `enqueued` with its job, "
-        "or `skipped_overlap`.",
+        "`skipped_overlap`, or `failed` with the reason in `error` (the engine refused the job).",
         parameters=[
             OpenApiParameter("limit", OpenApiTypes.INT, description="1-500, default 50"),
             OpenApiParameter("cursor", OpenApiTypes.STR),

@@ -95,5 +95,5 @@ class PreviewSerializer(serializers.Serializer):
 class ScheduleRunSerializer(serializers.ModelSerializer):
     class Meta:
         model = ScheduleRun
-        fields = ["id", "fire_time", "manual", "outcome", "job_id", "created_at"]
+        fields = ["id", "fire_time", "manual", "outcome", "job_id", "error", "created_at"]
         read_only_fields = fields

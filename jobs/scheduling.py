@@ -25,6 +25,7 @@ from accounts.audit import SYSTEM, Actor, record_audit
 from accounts.models import Organization, Project
 from billing.plans import plan_limits
 from jobs import claiming, cron, services
+from jobs.exceptions import IdempotencyRace
 from jobs.models import (
     TERMINAL_STATES,
     CatchUp,
@@ -189,6 +190,18 @@ def _apply(
     if "payload" in changes:
         encode_payload(None, changes["payload"])
         schedule.payload = changes["payload"]
+    was_enabled = schedule.enabled and schedule.next_run_at is not None
+    for name in ("priority", "enabled", "overlap", "catch_up", "catch_up_max"):
+        if name in changes:
+            setattr(schedule, name, changes[name])
+    timing_changed = bool({"cron", "timezone"} & set(changes))
+    restart = timing_changed or not was_enabled
+    if not schedule.enabled:
+        schedule.next_run_at = None
+    # The expression is checked when it changes or is about to fire again; a rename or a
+    # disable never fails on it (a timezone a host no longer knows, a plan downgrade).
+    if not (timing_changed or (schedule.enabled and restart)):
+        return
     expression = cron.parse(
         changes.get("cron", schedule.cron),
         changes.get("timezone", schedule.timezone),
@@ -196,23 +209,16 @@ def _apply(
     )
     schedule.cron = " ".join(str(changes.get("cron", schedule.cron)).split())
     schedule.timezone = str(changes.get("timezone", schedule.timezone))
-    was_enabled = schedule.enabled and schedule.next_run_at is not None
-    for name in ("priority", "enabled", "overlap", "catch_up", "catch_up_max"):
-        if name in changes:
-            setattr(schedule, name, changes[name])
-    restart = {"cron", "timezone"} & set(changes) or not was_enabled
     # The plan's frequency applies to what will fire from now on: a schedule left over-frequent
     # by a downgrade can still be renamed or disabled, but not re-enabled or re-timed.
     floor = limits.get("min_schedule_interval_seconds")
-    if schedule.enabled and restart and floor and expression.min_interval_seconds() < floor:
+    if schedule.enabled and floor and expression.min_interval_seconds() < floor:
         raise ValidationFailed(
             f"cron: {schedule.cron!r} fires every {expression.min_interval_seconds()} s; "
             f"your plan allows at most one run every {floor} s",
             details={"field": "cron", "min_interval_seconds": floor},
         )
-    if not schedule.enabled:
-        schedule.next_run_at = None
-    elif restart:
+    if schedule.enabled:
         schedule.next_run_at = expression.next_after(clock)
 
 
@@ -340,7 +346,7 @@ def fire_due_schedules(*, limit: int) -> Fired:
         runs, enqueued, skipped = _enqueue(due, plans, running)
         ScheduleRun.objects.bulk_create(runs)
         Schedule.objects.all_tenants().bulk_update(
-            due, ["next_run_at", "last_run_at", "last_job_id"]
+            due, ["enabled", "next_run_at", "last_run_at", "last_job_id"]
         )
     return Fired(schedules=len(due), enqueued=enqueued, skipped=skipped)
 
@@ -349,9 +355,11 @@ def _plan(schedule: Schedule, clock: datetime) -> list[datetime]:
     """The schedule's fire times to act on now; also moves its next_run_at past ``clock``."""
     try:
         expression = cron.compile_cron(schedule.cron, schedule.timezone)
-    except ValidationFailed as exc:  # e.g. a timezone the system no longer knows
-        logger.error("schedule %s (%s) cannot fire: %s", schedule.pk, schedule.name, exc)
-        schedule.next_run_at = None
+    except ValidationFailed as exc:  # e.g. a timezone this host's tz database lacks
+        logger.error(
+            "schedule %s (%s) cannot fire and is now disabled: %s", schedule.pk, schedule.name, exc
+        )
+        schedule.enabled, schedule.next_run_at = False, None
         return []
     assert schedule.next_run_at is not None
     fires = _due_fire_times(schedule, expression, clock)
@@ -436,29 +444,59 @@ def _enqueue(
             busy = schedule.overlap == Overlap.SKIP
     enqueued = 0
     for pairs in wanted.values():
-        project = pairs[0][0].project
-        try:
-            with transaction.atomic():
-                specs = [_spec(s, idempotency_key=_run_key(s, t)) for s, t in pairs]
-                ids = services.enqueue_in_transaction(project, specs).ids
-        except TaskForgeError as exc:
-            # A run the engine refuses (say the payload outgrew a lowered size limit) is
-            # logged and not retried; the other projects' runs go ahead.
-            names = sorted({schedule.name for schedule, _ in pairs})
-            logger.error("project %s: schedules %s not enqueued: %s", project.pk, names, exc)
-            continue
-        for (schedule, fire_time), job_id in zip(pairs, ids, strict=True):
+        for (schedule, fire_time), job_id, error in _submit_runs(pairs):
+            if job_id is None:
+                runs.append(_run(schedule, fire_time, RunOutcome.FAILED, None, error=error))
+                continue
             runs.append(_run(schedule, fire_time, RunOutcome.ENQUEUED, job_id))
             schedule.last_run_at, schedule.last_job_id = fire_time, job_id
             enqueued += 1
     return runs, enqueued, skipped
 
 
-def _run(schedule: Schedule, fire_time: datetime, outcome: str, job_id: UUID | None) -> ScheduleRun:
+Pair = tuple[Schedule, datetime]
+
+
+def _submit_runs(pairs: list[Pair]) -> list[tuple[Pair, UUID | None, str]]:
+    """Enqueue one project's runs in one submission: (run, job id or None, error) each.
+
+    If the engine refuses the submission (a payload that outgrew a lowered size limit, say),
+    each run is tried on its own, so only the refused ones fail: logged, recorded as failed
+    runs, not retried. Savepoints keep a refusal from undoing the rest of the step.
+    """
+    project = pairs[0][0].project
+    try:
+        return [(pair, job_id, "") for pair, job_id in zip(pairs, _submit(pairs), strict=True)]
+    except (TaskForgeError, IdempotencyRace):
+        pass
+    results: list[tuple[Pair, UUID | None, str]] = []
+    for pair in pairs:
+        try:
+            results.append((pair, _submit([pair])[0], ""))
+        except (TaskForgeError, IdempotencyRace) as exc:
+            error = getattr(exc, "message", "") or f"{type(exc).__name__}: {exc}"
+            logger.error(
+                "schedule %s (%s) of project %s: the run at %s was not enqueued: %s",
+                pair[0].pk, pair[0].name, project.pk, pair[1].isoformat(), error,
+            )  # fmt: skip
+            results.append((pair, None, error))
+    return results
+
+
+def _submit(pairs: list[Pair]) -> list[UUID]:
+    with transaction.atomic():
+        specs = [_spec(s, idempotency_key=_run_key(s, t)) for s, t in pairs]
+        return services.enqueue_in_transaction(pairs[0][0].project, specs).ids
+
+
+def _run(
+    schedule: Schedule, fire_time: datetime, outcome: str, job_id: UUID | None, *, error: str = ""
+) -> ScheduleRun:
     return ScheduleRun(
         organization_id=schedule.organization_id,
         schedule=schedule,
         fire_time=fire_time,
         outcome=outcome,
         job_id=job_id,
+        error=error[:2000],
     )

@@ -121,3 +121,33 @@ def test_latest_between_returns_the_most_recent_fire_times_oldest_first():
 )  # fmt: skip
 def test_min_interval_is_the_shortest_gap_between_fire_times(expression, seconds):
     assert parse(expression, "UTC", reference=NOW).min_interval_seconds() == seconds
+
+
+@pytest.mark.parametrize(
+    ("expression", "same_as"),
+    [("0 9 * * 1-1", "0 9 * * 1"), ("5-5 * * * *", "5 * * * *"), ("1-1,3 * * * *", "1,3 * * * *"),
+     ("0 3-3 * * *", "0 3 * * *"), ("0 0 * * fri-fri", "0 0 * * 5"), ("5-5/2 * * * *", "5 * * * *"),
+     ("0 0 29 FEB-FEB *", "0 0 29 2 *")],
+)  # fmt: skip
+def test_a_range_whose_ends_are_equal_is_that_one_value(expression, same_as):
+    # croniter 7 reads such a range as "*" (every day, every minute…).
+    assert parse(expression, "UTC", reference=NOW).upcoming(NOW, 5) == parse(
+        same_as, "UTC", reference=NOW
+    ).upcoming(NOW, 5)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["R R * * *", "H * * * *", "0 0 13 * 5#2", "0 0 1 * 1#1", "0 0 13 * L5", "0 0 * * MON|TUE"],
+)
+def test_random_hashed_and_ambiguous_day_syntax_is_refused(expression):
+    with pytest.raises(ValidationFailed) as caught:
+        parse(expression, "UTC", reference=NOW)
+    assert caught.value.details == {"field": "cron"}
+
+
+@pytest.mark.parametrize("name", ["localtime", "Factory", "posixrules", "posix/Europe/Berlin"])
+def test_zone_names_that_are_not_places_are_refused(name):
+    with pytest.raises(ValidationFailed) as caught:
+        parse("0 0 * * *", name, reference=NOW)
+    assert caught.value.details == {"field": "timezone"}

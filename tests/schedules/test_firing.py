@@ -311,18 +311,41 @@ def test_the_dispatcher_tick_fires_schedules_before_assigning(clock, make_schedu
     assert fire_times(schedule) == [utc(2026, 7, 1, 0, 5)]
 
 
-def test_a_run_the_engine_refuses_does_not_hold_up_other_projects_schedules(
+def test_a_run_the_engine_refuses_is_recorded_failed_and_holds_up_no_other_schedule(
     clock, make_schedule, settings, other_project, other_queue
 ):
     clock(utc(2026, 7, 1, 0, 4))
     big = make_schedule("*/5 * * * *", payload={"blob": "x" * 500})
+    neighbour = make_schedule("*/5 * * * *")
     theirs = scheduling.create_schedule(
         other_project,
         {"name": "small", "cron": "*/5 * * * *", "queue": other_queue.name, "job_type": "t"},
     )
     settings.TASKFORGE_MAX_PAYLOAD_BYTES = 100  # lowered after the schedule was created
     run_clock(utc(2026, 7, 1, 0, 5), utc(2026, 7, 1, 0, 5), timedelta(minutes=5))
-    assert fire_times(big) == []
+    failed = ScheduleRun.objects.all_tenants().get(schedule=big)
+    assert (failed.outcome, failed.job_id) == (RunOutcome.FAILED, None)
+    assert "payload" in failed.error
+    assert fire_times(neighbour) == [utc(2026, 7, 1, 0, 5)]
+    assert len(jobs_of(neighbour)) == 1
     assert fire_times(theirs) == [utc(2026, 7, 1, 0, 5)]
     big.refresh_from_db()
     assert big.next_run_at == utc(2026, 7, 1, 0, 10)
+
+
+def test_a_schedule_whose_timezone_cannot_be_read_is_disabled_not_retried_forever(
+    clock, make_schedule
+):
+    clock(utc(2026, 7, 1, 0, 4))
+    broken = make_schedule("*/5 * * * *")
+    healthy = make_schedule("*/5 * * * *")
+    # As if this host's tz database lacked the zone.
+    Schedule.objects.all_tenants().filter(pk=broken.pk).update(timezone="Mars/Olympus")
+    run_clock(utc(2026, 7, 1, 0, 5), utc(2026, 7, 1, 0, 5), timedelta(minutes=5))
+    broken.refresh_from_db()
+    assert (broken.enabled, broken.next_run_at) == (False, None)
+    assert fire_times(healthy) == [utc(2026, 7, 1, 0, 5)]
+    # It can still be renamed (nothing re-reads its timing) and fixed.
+    scheduling.update_schedule(broken, {"name": "renamed"})
+    fixed = scheduling.update_schedule(broken, {"timezone": "UTC", "enabled": True})
+    assert fixed.next_run_at == utc(2026, 7, 1, 0, 10)

@@ -526,7 +526,7 @@ def test_trigger_enqueues_a_job_now_and_records_a_manual_run(api, reports, proje
     page = runs.json()
     assert set(page) == {"results", "next"} and page["next"] is None
     [run] = page["results"]
-    assert set(run) == {"id", "fire_time", "manual", "outcome", "job_id", "created_at"}
+    assert set(run) == {"id", "fire_time", "manual", "outcome", "job_id", "error", "created_at"}
     assert run["manual"] is True and run["outcome"] == "enqueued"
     assert run["job_id"] == job["id"]
     assert at(run["fire_time"]) == NOW

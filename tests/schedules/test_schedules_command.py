@@ -52,6 +52,8 @@ def test_it_says_so_when_there_are_none(db):
     assert run().strip() == "no schedules"
 
 
-def test_a_bad_preview_count_is_refused(db):
+def test_bad_options_are_refused_with_a_message(db):
     with pytest.raises(CommandError, match="--preview"):
         run("--preview", "101")
+    with pytest.raises(CommandError, match="--project: 'nope' is not a project id"):
+        run("--project", "nope")

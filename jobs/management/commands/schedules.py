@@ -6,6 +6,7 @@ from jobs import claiming
 from jobs.cron import parse
 from jobs.models import Schedule
 from taskforge.lib.errors import ValidationFailed
+from taskforge.lib.ids import is_uuid
 
 
 class Command(BaseCommand):
@@ -29,6 +30,8 @@ class Command(BaseCommand):
         # An operator command: it sees every tenant on purpose.
         schedules = Schedule.objects.all_tenants().select_related("queue", "project")
         if options["project"]:
+            if not is_uuid(options["project"]):
+                raise CommandError(f"--project: {options['project']!r} is not a project id")
             schedules = schedules.filter(project_id=options["project"])
         if not options["disabled"]:
             schedules = schedules.filter(enabled=True)

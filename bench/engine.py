@@ -1,6 +1,6 @@
 """Engine benchmark (not a test): prints one JSON line per figure.
 
-    python -m bench.engine [--jobs 20000] [--skip-tick]
+    python -m bench.engine [--jobs 20000] [--only STEP] [--callbacks]
 
 (a) batch submit, jobs/s: submit_jobs in chunks of 1,000 from one process;
 (b) submit -> succeeded, jobs/s: one `rundispatcher` process and 2 simulated worker processes
@@ -10,6 +10,8 @@
     from just before submit_job to the NOTIFY on the worker's channel;
 (d) dispatcher tick time with 1,000 vs 100,000 pending jobs, median of 20 ticks that each
     assign 100 jobs, without table statistics and after ANALYZE.
+With --callbacks every batch names an on_complete callback, so (a) and (b) include the
+batch-finish check of each completion.
 See bench/README.md for the figures measured on this machine.
 """
 
@@ -46,11 +48,22 @@ def make_project() -> Project:
     return project
 
 
+# --callbacks: every batch of CHUNK jobs names an on_complete callback (enqueued on a queue no
+# worker serves), so each completion also checks whether it finished its batch.
+CALLBACKS = False
+
+
 def submit_all(project: Project, n: int) -> float:
     specs = [JobSpec(queue="default", job_type="noop", payload={"i": i}) for i in range(n)]
+    callback = None
+    if CALLBACKS:
+        Queue.objects.get_or_create(
+            organization=project.organization, project=project, name="callbacks"
+        )
+        callback = JobSpec(queue="callbacks", job_type="batch.done")
     started = time.perf_counter()
     for offset in range(0, n, CHUNK):
-        services.submit_jobs(project, specs[offset : offset + CHUNK])
+        services.submit_jobs(project, specs[offset : offset + CHUNK], on_complete=callback)
     return time.perf_counter() - started
 
 
@@ -213,7 +226,14 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=["submit", "throughput", "latency", "tick"], help="run one figure"
     )
+    parser.add_argument(
+        "--callbacks",
+        action="store_true",
+        help="give every batch of 1,000 an on_complete callback (the batch-finish check)",
+    )
     args = parser.parse_args()
+    global CALLBACKS
+    CALLBACKS = args.callbacks
     steps = {
         "submit": lambda: bench_submit(args.jobs),
         "throughput": lambda: bench_throughput(args.jobs),

@@ -239,9 +239,6 @@ def test_a_batch_of_1000_jobs_finished_by_4_workers_enqueues_its_callbacks_once(
         name: {"queue": "default", "job_type": "e2e.ok", "payload": {"i": -1}, "tags": [name]}
         for name in ("on_complete", "on_success")
     }
-    response = api.post("/api/v1/jobs/batch", json={"jobs": jobs, **callbacks})
-    assert response.status_code == 201, response.text
-    batch_id = response.json()["batch_id"]
 
     def callbacks_done() -> bool:
         return (
@@ -252,6 +249,16 @@ def test_a_batch_of_1000_jobs_finished_by_4_workers_enqueues_its_callbacks_once(
     with running(("rundispatcher", "--poll-interval", "0.2"), log_dir=tmp_path):
         workers = [start_worker(live_server.url, api.key, f"w{i}", tmp_path) for i in range(4)]
         try:
+            # Submit once all four are polling, so no early starter drains the batch alone.
+            wait_until(
+                lambda: (
+                    Worker.objects.all_tenants().filter(status=WorkerStatus.ONLINE).count() == 4
+                ),
+                what="the four workers to register",
+            )
+            response = api.post("/api/v1/jobs/batch", json={"jobs": jobs, **callbacks})
+            assert response.status_code == 201, response.text
+            batch_id = response.json()["batch_id"]
             wait_until(callbacks_done, timeout=300, what="the batch and its callbacks to finish")
         finally:
             for worker in workers:

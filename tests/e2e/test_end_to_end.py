@@ -3,71 +3,21 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
-import time
 from collections import Counter
-from pathlib import Path
 
-import httpx
 import pytest
 
 from jobs.models import ExecutionLog, Job, JobExecution, JobState
-from queues.models import Queue
-from tests.processes import REPO_ROOT, child_env, running
+from tests.e2e.support import start_worker, wait_until
+from tests.processes import child_env, running
 from workers.models import Worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-WORKER_BIN = Path(sys.executable).parent / "taskforge-worker"
-
-
-def start_worker(
-    url: str, key: str, name: str, log_dir: Path, **env: str
-) -> subprocess.Popen[bytes]:
-    # Short long-polls: the live server's request threads must be done (and off the test
-    # database) soon after the worker exits.
-    with (log_dir / f"worker-{name}.log").open("wb") as log:
-        return subprocess.Popen(
-            [str(WORKER_BIN), "--url", url, "--api-key", key, "--queues", "default:1",
-             "--concurrency", "8", "--name", name, "--poll-wait", "1", "tests.e2e.handlers"],
-            cwd=REPO_ROOT,
-            env={**child_env(**env), "PYTHONPATH": str(REPO_ROOT)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-
-def wait_until(predicate, timeout: float = 120.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def all_terminal(n: int) -> bool:
     return (
         Job.objects.all_tenants().filter(state__in=("succeeded", "dead", "cancelled")).count() >= n
-    )
-
-
-@pytest.fixture
-def api(live_server, make_api_key):
-    _, key = make_api_key(scopes=["admin"])
-    with httpx.Client(
-        base_url=live_server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
-    ) as client:
-        client.key = key  # type: ignore[attr-defined]
-        yield client
-
-
-@pytest.fixture
-def quick_retries(queue):
-    Queue.objects.all_tenants().filter(pk=queue.pk).update(
-        backoff_base_seconds=0.05,
-        backoff_max_seconds=0.1,
-        backoff_multiplier=1,
-        backoff_jitter="none",
     )
 
 

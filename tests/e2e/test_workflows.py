@@ -9,52 +9,17 @@ cancels it with a reason; a cycle is refused with its path; a batch of 1,000 job
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-import httpx
 import pytest
 
 from jobs.models import Batch, Job, JobDependency, JobExecution, JobState
-from queues.models import Queue
-from tests.processes import REPO_ROOT, child_env, running
+from tests.e2e.support import start_worker, stop_worker, wait_until
+from tests.processes import child_env, running
 from workers.models import Worker, WorkerStatus
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-WORKER_BIN = Path(sys.executable).parent / "taskforge-worker"
 TERMINAL = (JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED)
-
-
-def start_worker(url: str, key: str, name: str, log_dir: Path) -> subprocess.Popen[bytes]:
-    with (log_dir / f"worker-{name}.log").open("wb") as log:
-        return subprocess.Popen(
-            [str(WORKER_BIN), "--url", url, "--api-key", key, "--queues", "default:1",
-             "--concurrency", "8", "--name", name, "--poll-wait", "1", "tests.e2e.handlers"],
-            cwd=REPO_ROOT,
-            env={**child_env(), "PYTHONPATH": str(REPO_ROOT)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-
-def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(timeout=10)
-
-
-def wait_until(predicate, timeout: float = 120.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def job(job_id: str) -> Job:
@@ -67,26 +32,6 @@ def executions(job_id: str) -> list[JobExecution]:
 
 def terminal(job_id: str) -> bool:
     return job(job_id).state in TERMINAL
-
-
-@pytest.fixture
-def api(live_server, make_api_key):
-    _, key = make_api_key(scopes=["admin"])
-    with httpx.Client(
-        base_url=live_server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
-    ) as client:
-        client.key = key  # type: ignore[attr-defined]
-        yield client
-
-
-@pytest.fixture
-def quick_retries(queue):
-    Queue.objects.all_tenants().filter(pk=queue.pk).update(
-        backoff_base_seconds=0.05,
-        backoff_max_seconds=0.1,
-        backoff_multiplier=1,
-        backoff_jitter="none",
-    )
 
 
 def diamond(api, *, b_type: str = "e2e.ok", **d_fields) -> dict[str, str]:

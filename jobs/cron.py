@@ -235,7 +235,7 @@ def _checked_field(index: int, field: str) -> str:
 def _check_day_fields(normalized: str) -> None:
     """croniter ignores a restricted day-of-month next to ``#`` or ``L`` in day-of-week
     (``0 0 13 * 5#2`` would fire on the second Friday only): refuse the combination."""
-    day_of_month, day_of_week = normalized.split(" ")[2], normalized.split(" ")[4]
+    _, _, day_of_month, _, day_of_week = normalized.split(" ")
     if day_of_month not in ("*", "?") and ("#" in day_of_week or "L" in day_of_week):
         raise _invalid(
             "cron",

@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.api_base import TenantAPIView, actor_of, get_or_404, project_of
-from jobs import scheduling
+from jobs import cron, scheduling
 from jobs.models import Schedule, ScheduleRun
 from jobs.schedule_serializers import (
     PreviewSerializer,
@@ -141,7 +141,7 @@ class SchedulePreviewApi(TenantAPIView):
         if not (raw.isascii() and raw.isdigit()):
             raise ValidationFailed("n: must be an integer from 1 to 100", details={"field": "n"})
         times = scheduling.preview(schedule, int(raw))
-        tz = scheduling.cron.parse_timezone(schedule.timezone)
+        tz = cron.parse_timezone(schedule.timezone)
         return Response(
             PreviewSerializer(
                 {

@@ -87,9 +87,7 @@ def create_schedule(
     project: Project, fields: Mapping[str, Any], *, actor: Actor = SYSTEM
 ) -> Schedule:
     """Create a schedule; its first fire time is the first one after now."""
-    unknown = set(fields) - EDITABLE_FIELDS
-    if unknown:
-        raise ValueError(f"not schedule fields: {sorted(unknown)}")
+    _check_editable(fields)
     with transaction.atomic(durable=True):
         # Creates in one organization take turns, so two cannot both take the last slot.
         Organization.objects.select_for_update().filter(pk=project.organization_id).first()
@@ -121,17 +119,10 @@ def update_schedule(
 ) -> Schedule:
     """Change a schedule. A new cron or timezone, or enabling it, restarts its fire times from
     now: a schedule re-enabled after a pause does not catch up the time it was disabled."""
-    unknown = set(changes) - EDITABLE_FIELDS
-    if unknown:
-        raise ValueError(f"not schedule fields: {sorted(unknown)}")
+    _check_editable(changes)
     project = schedule.project
     with transaction.atomic(durable=True):
-        locked = (
-            Schedule.objects.for_project(project)
-            .select_for_update()
-            .select_related("queue")
-            .get(pk=schedule.pk)
-        )
+        locked = _locked(schedule)
         clock = claiming.schedule_clock()
         _apply(locked, changes, clock=clock, limits=plan_limits(project.organization_id))
         _save_checking_name(locked)
@@ -223,25 +214,34 @@ def _apply(
 
 
 def _save_checking_name(schedule: Schedule) -> None:
-    taken = (
-        Schedule.objects.for_project(schedule.project)
-        .filter(name=schedule.name)
-        .exclude(pk=schedule.pk)
-        .exists()
+    taken = ScheduleNameTaken(
+        f"a schedule named {schedule.name!r} already exists in this project",
+        details={"field": "name"},
     )
-    if taken:
-        raise ScheduleNameTaken(
-            f"a schedule named {schedule.name!r} already exists in this project",
-            details={"field": "name"},
-        )
+    others = Schedule.objects.for_project(schedule.project).exclude(pk=schedule.pk)
+    if others.filter(name=schedule.name).exists():
+        raise taken
     try:
         with transaction.atomic():
             schedule.save()
     except IntegrityError:  # a concurrent create took the name between check and save
-        raise ScheduleNameTaken(
-            f"a schedule named {schedule.name!r} already exists in this project",
-            details={"field": "name"},
-        ) from None
+        raise taken from None
+
+
+def _check_editable(fields: Mapping[str, Any]) -> None:
+    unknown = set(fields) - EDITABLE_FIELDS
+    if unknown:
+        raise ValueError(f"not schedule fields: {sorted(unknown)}")
+
+
+def _locked(schedule: Schedule) -> Schedule:
+    """The schedule's row, locked for the rest of the transaction, with its queue."""
+    return (
+        Schedule.objects.for_project(schedule.project)
+        .select_for_update()
+        .select_related("queue")
+        .get(pk=schedule.pk)
+    )
 
 
 # --- preview and trigger -------------------------------------------------------------------------
@@ -264,12 +264,7 @@ def trigger_schedule(schedule: Schedule, *, actor: Actor = SYSTEM) -> Job:
     """
     project = schedule.project
     with transaction.atomic(durable=True):
-        locked = (
-            Schedule.objects.for_project(project)
-            .select_for_update()
-            .select_related("queue")
-            .get(pk=schedule.pk)
-        )
+        locked = _locked(schedule)
         clock = claiming.schedule_clock()
         job_id = services.enqueue_in_transaction(project, [_spec(locked)]).ids[0]
         ScheduleRun.objects.create(

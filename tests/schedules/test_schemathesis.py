@@ -8,7 +8,6 @@ every 4xx the error envelope. Half of the generated ids and queue names become r
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 import pytest
@@ -18,19 +17,11 @@ from hypothesis import HealthCheck, settings
 from billing.models import Subscription, Tier
 from jobs import scheduling
 from taskforge.wsgi import application
-from tests.api.test_schemathesis import CHECKS
+from tests.api.test_schemathesis import CHECKS, _maybe
 
 schema = schemathesis.openapi.from_wsgi("/api/schema/", application).include(
     path_regex=r"^/api/v1/schedules(/|$)"
 )
-
-
-def _maybe(generated: Any, known: list[str]) -> Any:
-    """Half of the generated strings become a known value, chosen by the string's hash."""
-    if not known or not isinstance(generated, str):
-        return generated
-    digest = zlib.crc32(generated.encode("utf-8", "surrogatepass"))
-    return known[(digest >> 1) % len(known)] if digest & 1 else generated
 
 
 @pytest.fixture

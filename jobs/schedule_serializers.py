@@ -9,26 +9,7 @@ from typing import Any
 from rest_framework import serializers
 
 from jobs.models import CatchUp, Overlap, Schedule, ScheduleRun
-from taskforge.lib.serializers import StrictSerializer
-
-
-class StrictCharField(serializers.CharField):
-    """A JSON string only (DRF's CharField would turn 5 into "5")."""
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        value: str = super().to_internal_value(data)
-        return value
-
-
-class StrictBooleanField(serializers.BooleanField):
-    """A JSON true or false only (DRF's BooleanField also takes "yes", "on", 1…)."""
-
-    def to_internal_value(self, data: Any) -> bool:
-        if not isinstance(data, bool):
-            self.fail("invalid")
-        return data
+from taskforge.lib.serializers import StrictBooleanField, StrictCharField, StrictSerializer
 
 
 class ScheduleInputSerializer(StrictSerializer):

@@ -25,11 +25,25 @@ class AwareDateTimeField(serializers.DateTimeField):
         return super().enforce_timezone(value)
 
 
-class JobSubmitSerializer(StrictSerializer):
+class JobFieldsSerializer(StrictSerializer):
+    """What every submitted job states: a job submission and a batch callback alike."""
+
     queue = serializers.CharField(max_length=100)
     job_type = serializers.CharField(max_length=200)
     payload = serializers.JSONField(required=False, default=dict)
     priority = serializers.IntegerField(min_value=0, max_value=9, required=False, default=5)
+    max_attempts = serializers.IntegerField(
+        min_value=1, max_value=1000, required=False, allow_null=True, default=None
+    )
+    timeout_seconds = serializers.IntegerField(
+        min_value=1, max_value=7 * 24 * 3600, required=False, allow_null=True, default=None
+    )
+    tags = serializers.ListField(
+        child=serializers.CharField(max_length=100), required=False, default=list, max_length=20
+    )
+
+
+class JobSubmitSerializer(JobFieldsSerializer):
     run_at = AwareDateTimeField(required=False, allow_null=True, default=None)
     delay_seconds = serializers.FloatField(
         min_value=0, max_value=366 * 24 * 3600, required=False, allow_null=True, default=None
@@ -39,15 +53,6 @@ class JobSubmitSerializer(StrictSerializer):
     )
     depends_on = serializers.ListField(
         child=serializers.UUIDField(), required=False, default=list, max_length=1000
-    )
-    max_attempts = serializers.IntegerField(
-        min_value=1, max_value=1000, required=False, allow_null=True, default=None
-    )
-    timeout_seconds = serializers.IntegerField(
-        min_value=1, max_value=7 * 24 * 3600, required=False, allow_null=True, default=None
-    )
-    tags = serializers.ListField(
-        child=serializers.CharField(max_length=100), required=False, default=list, max_length=20
     )
     on_parent_failure = serializers.ChoiceField(
         choices=ParentFailure.choices,
@@ -75,25 +80,13 @@ class BatchItemSerializer(JobSubmitSerializer):
     )
 
 
-class CallbackSpecSerializer(StrictSerializer):
+class CallbackSpecSerializer(JobFieldsSerializer):
     """A batch callback: the job enqueued once when the whole batch has finished."""
 
-    queue = serializers.CharField(max_length=100)
-    job_type = serializers.CharField(max_length=200)
     payload = serializers.JSONField(
         required=False,
         default=dict,
         help_text='A JSON object; the batch\'s summary is added under "batch" (reserved).',
-    )
-    priority = serializers.IntegerField(min_value=0, max_value=9, required=False, default=5)
-    max_attempts = serializers.IntegerField(
-        min_value=1, max_value=1000, required=False, allow_null=True, default=None
-    )
-    timeout_seconds = serializers.IntegerField(
-        min_value=1, max_value=7 * 24 * 3600, required=False, allow_null=True, default=None
-    )
-    tags = serializers.ListField(
-        child=serializers.CharField(max_length=100), required=False, default=list, max_length=20
     )
 
 

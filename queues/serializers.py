@@ -12,7 +12,7 @@ from rest_framework import serializers
 
 from queues.models import Jitter, Queue
 from queues.services import NAME_RE
-from taskforge.lib.serializers import StrictSerializer
+from taskforge.lib.serializers import JsonStringOnly, StrictSerializer
 
 BACKOFF_FIELDS = {
     "base_seconds": "backoff_base_seconds",
@@ -33,14 +33,8 @@ class NumberField(serializers.FloatField):
         return value
 
 
-class NameField(serializers.RegexField):
-    """A queue name: a JSON string only (DRF's CharField would turn 5 into "5")."""
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        value: str = super().to_internal_value(data)
-        return value
+class NameField(JsonStringOnly, serializers.RegexField):
+    """A queue name: a JSON string only."""
 
 
 class BackoffInputSerializer(StrictSerializer):

@@ -21,6 +21,29 @@ class StrictSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class JsonStringOnly(serializers.Field):
+    """Put first in a string field's bases: only a JSON string is accepted (DRF's CharField
+    would turn 5 into "5")."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictCharField(JsonStringOnly, serializers.CharField):
+    pass
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON true or false only (DRF's BooleanField also takes "yes", "on", 1…)."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
 _pages: dict[tuple[type[serializers.BaseSerializer], bool], type[serializers.Serializer]] = {}
 
 

@@ -30,9 +30,9 @@ from accounts.models import Organization, Project
 from bench.common import emit, fresh_database, listen, percentiles, start
 from billing.models import Subscription
 from jobs import services
-from jobs.claiming import worker_channel
 from jobs.models import Job, JobExecution, JobState
-from jobs.submission import JobSpec
+from jobs.queries import worker_channel
+from jobs.specs import JobSpec
 from queues.models import Queue
 from workers.dispatcher import Dispatcher
 from workers.services import QueueWeight, register_worker

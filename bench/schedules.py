@@ -22,8 +22,9 @@ import bench  # noqa: F401 - configures Django before the app imports
 from accounts.models import Organization, Project
 from bench.common import emit, fresh_database
 from billing.models import Subscription, Tier
-from jobs import cron, scheduling
 from jobs.models import Job, Schedule
+from jobs.schedules import cron
+from jobs.schedules import services as scheduling
 from queues.models import Queue
 from taskforge.lib.errors import ValidationFailed
 from workers.dispatcher import SCHEDULES_PER_TICK, Dispatcher

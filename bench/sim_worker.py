@@ -12,7 +12,7 @@ import sys
 import bench  # noqa: F401 - configures Django before the app imports
 from accounts.models import Project
 from bench.common import listen
-from jobs.claiming import worker_channel
+from jobs.queries import worker_channel
 from jobs.services import ResultItem, report_results
 from workers.models import Worker
 from workers.services import fetch_jobs

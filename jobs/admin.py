@@ -15,7 +15,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.admin import ReadOnlyTenantAdmin, TenantAdmin, TenantForm
-from jobs import claiming, cron
+from jobs import queries
 from jobs.models import (
     Batch,
     ExecutionLog,
@@ -25,7 +25,8 @@ from jobs.models import (
     Schedule,
     ScheduleRun,
 )
-from jobs.submission import encode_payload
+from jobs.schedules import cron
+from jobs.specs import encode_payload
 from taskforge.lib.errors import TaskForgeError, ValidationFailed
 
 # How many of the newest jobs the job-type filter reads its choices from.
@@ -251,7 +252,7 @@ class ScheduleAdmin(TenantAdmin):
             if not obj.enabled:
                 obj.next_run_at = None
             elif restart or obj.next_run_at is None:
-                clock = claiming.schedule_clock()
+                clock = queries.schedule_clock()
                 expression = cron.parse(obj.cron, obj.timezone, reference=clock)
                 obj.next_run_at = expression.next_after(clock)
             if change:

@@ -40,7 +40,7 @@ from jobs.serializers import (
     LogSerializer,
     job_data,
 )
-from jobs.submission import MAX_EDGES_PER_BATCH, MAX_PARENTS_PER_JOB
+from jobs.specs import MAX_EDGES_PER_BATCH, MAX_PARENTS_PER_JOB
 from queues.models import Queue
 from taskforge.lib.errors import NotFound, ValidationFailed
 from taskforge.lib.ids import is_uuid

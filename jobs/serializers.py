@@ -10,7 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from jobs.models import ExecutionLog, Job, JobDependency, JobExecution, JobState, ParentFailure
-from jobs.submission import JobSpec
+from jobs.specs import JobSpec
 from taskforge.lib.serializers import StrictSerializer
 
 

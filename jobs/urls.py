@@ -1,6 +1,7 @@
 from django.urls import path
 
-from jobs import api, queue_api, schedule_api
+from jobs import api, queue_api
+from jobs.schedules import api as schedule_api
 
 app_name = "jobs"
 

@@ -19,7 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.api_base import TenantAPIView, note_cross_tenant_attempt, organization_of, project_of
-from jobs import claiming
+from jobs import queries
 from jobs.models import Job, JobState
 from jobs.services import ResultItem, report_results
 from taskforge.lib.errors import NotFound, ValidationFailed
@@ -217,7 +217,7 @@ class WorkerJobsApi(TenantAPIView):
         return Response({"jobs": [_assigned(job) for job in jobs]})
 
     def _wait_for_jobs(self, project: Any, worker: Worker, limit: int, wait: int) -> list[Any]:
-        channel = claiming.worker_channel(worker.pk)
+        channel = queries.worker_channel(worker.pk)
         deadline = time.monotonic() + wait
         event = hub().subscribe(channel)
         try:
@@ -246,7 +246,7 @@ def _still_serving(project: Any, worker: Worker) -> bool:
     return status is not None and status != WorkerStatus.DRAINING
 
 
-def _assigned(job: claiming.AssignedJob) -> dict[str, Any]:
+def _assigned(job: queries.AssignedJob) -> dict[str, Any]:
     return {
         "id": str(job.id),
         "job_type": job.job_type,
@@ -289,7 +289,7 @@ class WorkerResultsApi(TenantAPIView):
         )
 
 
-def _outcome(job_id: Any, outcome: claiming.Outcome | None) -> dict[str, Any]:
+def _outcome(job_id: Any, outcome: queries.Outcome | None) -> dict[str, Any]:
     if outcome is None:
         return {"job_id": str(job_id), "outcome": "conflict"}
     body: dict[str, Any] = {"job_id": str(job_id), "outcome": outcome.state}

@@ -1,6 +1,6 @@
 """The dispatcher's own statements over the workers tables (workers/sql/), executed only here.
 
-Prepared statements, like the engine's in jobs/claiming.py: they run on every tick, and a
+Prepared statements, like the engine's in jobs/queries.py: they run on every tick, and a
 submit waits for one tick before its job is assigned.
 """
 

@@ -32,8 +32,9 @@ from django.db import (
 from django.db.models import Count
 from django.db.models.functions import Now
 
-from jobs import claiming, scheduling, services
+from jobs import queries, services
 from jobs.models import Job, JobExecution, JobState
+from jobs.schedules import services as scheduling
 from queues.models import Queue
 from taskforge import conf
 from workers import dispatch_sql
@@ -144,7 +145,7 @@ class Dispatcher:
     def promote_due(self) -> int:
         """Scheduled jobs whose run_at has come become pending."""
         with transaction.atomic(durable=True):
-            promoted = claiming.promote_due(limit=self.batch_size)
+            promoted = queries.promote_due(limit=self.batch_size)
         return promoted
 
     def fire_schedules(self) -> tuple[int, bool]:
@@ -172,12 +173,12 @@ class Dispatcher:
             if not queue_ids:
                 return 0
             budget = min(self.batch_size, sum(free.values()))
-            available = claiming.pending_available(sorted(queue_ids), cap=budget)
+            available = queries.pending_available(sorted(queue_ids), cap=budget)
             if capped:
                 self._apply_concurrency_caps(available, capped)
             slots = plan_slots(free, assignments, available, budget=budget, state=self._round_robin)
             # The claim NOTIFYs the workers that got jobs, in the same statement.
-            claimed = claiming.claim_jobs(slots, lease_seconds=self.lease_seconds)
+            claimed = queries.claim_jobs(slots, lease_seconds=self.lease_seconds)
         return len(claimed)
 
     def expire_leases(self) -> int:
@@ -201,7 +202,7 @@ class Dispatcher:
                 Worker.objects.all_tenants().filter(pk__in=silent).update(
                     status=WorkerStatus.OFFLINE
                 )
-                claiming.expire_worker_leases(silent)
+                queries.expire_worker_leases(silent)
                 logger.warning("marked %d silent worker(s) offline", len(silent))
         return len(silent)
 
@@ -214,7 +215,7 @@ class Dispatcher:
 
     def maintain(self) -> list[str]:
         """Keep the hot tables analyzed and vacuumed (one dispatcher at a time)."""
-        done = claiming.maintain_tables(HOT_TABLES)
+        done = queries.maintain_tables(HOT_TABLES)
         for action in done:
             logger.info("maintenance: %s", action)
         return done
@@ -385,7 +386,7 @@ class Dispatcher:
                 autocommit=True,
                 application_name=f"taskforge-dispatcher {self.identity}",
             )
-            self._listener.execute(f"LISTEN {claiming.DISPATCH_CHANNEL}")
+            self._listener.execute(f"LISTEN {queries.DISPATCH_CHANNEL}")
         except psycopg.Error as exc:
             logger.warning("cannot LISTEN (%s); falling back to polling", exc)
             self._close_listener()

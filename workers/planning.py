@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
-from jobs.claiming import Slot
+from jobs.queries import Slot
 
 
 @dataclass(frozen=True, slots=True)

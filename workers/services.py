@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models.functions import Now
 
 from accounts.models import Project
-from jobs import claiming
+from jobs import queries
 from queues.models import Queue
 from taskforge import conf
 from taskforge.lib.errors import ValidationFailed
@@ -71,7 +71,7 @@ def register_worker(
         worker.last_heartbeat = Now()
         worker.save()
         _replace_assignments(project, worker, queues)
-        claiming.notify([claiming.DISPATCH_CHANNEL])
+        queries.notify([queries.DISPATCH_CHANNEL])
     worker.refresh_from_db(fields=["last_heartbeat"])
     return worker, created
 
@@ -80,7 +80,7 @@ def set_queue_assignments(project: Project, worker: Worker, queues: Sequence[Que
     """Replace the worker's queue assignments."""
     with transaction.atomic(durable=True):
         _replace_assignments(project, worker, queues)
-        claiming.notify([claiming.DISPATCH_CHANNEL])
+        queries.notify([queries.DISPATCH_CHANNEL])
 
 
 def _replace_assignments(project: Project, worker: Worker, queues: Sequence[QueueWeight]) -> None:
@@ -122,7 +122,7 @@ def heartbeat(project: Project, worker: Worker, *, running: Sequence[UUID]) -> s
         )
         updated.filter(status=WorkerStatus.DRAINING).update(last_heartbeat=Now())
         if running:
-            claiming.extend_leases(worker.pk, running, lease_seconds=conf.lease_seconds())
+            queries.extend_leases(worker.pk, running, lease_seconds=conf.lease_seconds())
     worker.refresh_from_db(fields=["status", "last_heartbeat"])
     return worker.status
 
@@ -134,7 +134,7 @@ def drain_worker(project: Project, worker: Worker) -> Worker:
             status=WorkerStatus.DRAINING
         )
         # Wake its long-poll, which then returns instead of waiting out its time.
-        claiming.notify([claiming.worker_channel(worker.pk)])
+        queries.notify([queries.worker_channel(worker.pk)])
     worker.refresh_from_db(fields=["status"])
     return worker
 
@@ -142,12 +142,12 @@ def drain_worker(project: Project, worker: Worker) -> Worker:
 def deregister_worker(project: Project, worker: Worker) -> None:
     """Remove the worker; jobs it still holds are retried at once as failed attempts."""
     with transaction.atomic(durable=True):
-        claiming.expire_worker_leases([worker.pk])
+        queries.expire_worker_leases([worker.pk])
         Worker.objects.for_project(project).filter(pk=worker.pk).delete()
-        claiming.notify([claiming.DISPATCH_CHANNEL, claiming.worker_channel(worker.pk)])
+        queries.notify([queries.DISPATCH_CHANNEL, queries.worker_channel(worker.pk)])
 
 
-def fetch_jobs(project: Project, worker: Worker, *, limit: int) -> list[claiming.AssignedJob]:
+def fetch_jobs(project: Project, worker: Worker, *, limit: int) -> list[queries.AssignedJob]:
     """Deliver the jobs assigned to the worker and not fetched yet."""
     with transaction.atomic(durable=True):
-        return claiming.fetch_assigned(worker.pk, limit=limit)
+        return queries.fetch_assigned(worker.pk, limit=limit)

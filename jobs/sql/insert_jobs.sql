@@ -2,7 +2,7 @@
 -- add_jobs). COPY skips per-row SQL parsing and psycopg writes rows in C, about twice as fast
 -- here as INSERT … SELECT FROM unnest(arrays).
 -- Columns are every concrete field of jobs.models.Job, in model order (JOB_COLUMNS in
--- jobs/claiming.py; a test keeps the two equal). State and run_at are decided by the caller
+-- jobs/queries.py; a test keeps the two equal). State and run_at are decided by the caller
 -- from the transaction's now() (read with the queues), so times still come from the database
 -- clock.
 -- Concurrency: COPY has no ON CONFLICT. A concurrent submit that committed the same

@@ -30,9 +30,9 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import AuditLog, Organization, Project, User
 from jobs import services
-from jobs.claiming import AssignedJob
 from jobs.models import Batch, ExecutionLog, Job, JobDependency, JobExecution
-from jobs.submission import JobSpec
+from jobs.queries import AssignedJob
+from jobs.specs import JobSpec
 from queues.models import Queue
 from workers import services as worker_services
 from workers.dispatcher import Dispatcher

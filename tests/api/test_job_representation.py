@@ -7,7 +7,7 @@ from rest_framework.renderers import JSONRenderer
 
 from jobs import services
 from jobs.serializers import JobSerializer, job_data
-from jobs.submission import JobSpec
+from jobs.specs import JobSpec
 
 
 @pytest.mark.django_db(transaction=True)

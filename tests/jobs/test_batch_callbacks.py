@@ -7,7 +7,7 @@ from django.db import connections
 
 from jobs import services
 from jobs.models import Batch, Job, JobState
-from jobs.submission import JobSpec
+from jobs.specs import JobSpec
 from queues import services as queue_services
 from taskforge.lib.errors import PayloadTooLarge, ValidationFailed
 from tests.jobs.test_dag import claim, register

@@ -9,7 +9,7 @@ from django.db import connections
 from jobs import services
 from jobs.exceptions import DependencyCycle
 from jobs.models import Batch, Job, JobDependency, JobState
-from jobs.submission import JobSpec
+from jobs.specs import JobSpec
 from workers import services as worker_services
 from workers.dispatcher import Dispatcher
 

@@ -5,7 +5,7 @@ import pytest
 
 from jobs import services
 from jobs.models import Job, JobDependency, JobState, ParentFailure
-from jobs.submission import MAX_EDGES_PER_BATCH, MAX_PARENTS_PER_JOB, JobSpec
+from jobs.specs import MAX_EDGES_PER_BATCH, MAX_PARENTS_PER_JOB, JobSpec
 from taskforge.lib.errors import ValidationFailed
 from tests.jobs.test_dag import claim, complete, register, state
 

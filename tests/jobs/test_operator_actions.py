@@ -8,7 +8,7 @@ from accounts.models import AuditLog
 from jobs import services
 from jobs.exceptions import JobNotCancellable, JobNotRetryable, StaleLease
 from jobs.models import ExecutionStatus, Job, JobExecution, JobState
-from jobs.submission import JobSpec
+from jobs.specs import JobSpec
 from queues import services as queue_services
 from workers import services as worker_services
 from workers.dispatcher import Dispatcher

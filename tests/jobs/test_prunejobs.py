@@ -5,7 +5,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from jobs import scheduling, services
+from jobs import services
 from jobs.models import (
     ExecutionLog,
     Job,
@@ -15,7 +15,8 @@ from jobs.models import (
     RunOutcome,
     ScheduleRun,
 )
-from jobs.submission import JobSpec
+from jobs.schedules import services as scheduling
+from jobs.specs import JobSpec
 from workers import services as worker_services
 from workers.dispatcher import Dispatcher
 

@@ -9,7 +9,7 @@ from django.db.models.functions import Now
 from jobs import services
 from jobs.exceptions import StaleLease
 from jobs.models import ExecutionLog, ExecutionStatus, Job, JobExecution, JobState
-from jobs.submission import JobSpec
+from jobs.specs import JobSpec
 from workers import services as worker_services
 from workers.dispatcher import Dispatcher
 

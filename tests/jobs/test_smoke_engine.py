@@ -2,7 +2,7 @@ import pytest
 
 from jobs import services
 from jobs.models import JobExecution, JobState
-from jobs.submission import JobSpec
+from jobs.specs import JobSpec
 from workers import services as worker_services
 from workers.dispatcher import Dispatcher
 

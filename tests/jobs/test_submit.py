@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from jobs import services
 from jobs.models import Batch, Job, JobDependency, JobState
-from jobs.submission import JobSpec
+from jobs.specs import JobSpec
 from taskforge.lib.errors import PayloadTooLarge, ValidationFailed
 
 

@@ -12,7 +12,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from accounts.models import AuditLog, Project, Role, User
 from jobs import services as job_services
 from jobs.models import Job
-from jobs.submission import JobSpec
+from jobs.specs import JobSpec
 from queues.models import Queue
 
 # This file is the access and cross-tenant half of every queue endpoint's trio (the happy

@@ -6,7 +6,7 @@ from rest_framework.test import APIClient
 from accounts.models import AuditLog
 from jobs import services as job_services
 from jobs.models import Job, JobState
-from jobs.submission import JobSpec
+from jobs.specs import JobSpec
 from queues.models import Queue
 from workers import services as worker_services
 from workers.dispatcher import Dispatcher

@@ -6,7 +6,7 @@ from rest_framework.test import APIClient
 from accounts.models import AuditLog, Project
 from jobs import services as job_services
 from jobs.models import Job, JobState
-from jobs.submission import JobSpec
+from jobs.specs import JobSpec
 from queues.models import Queue
 from workers import services as worker_services
 from workers.dispatcher import Dispatcher
@@ -381,7 +381,7 @@ def test_force_delete_refuses_while_unfinished_jobs_have_children_in_other_queue
     project, queue, make_queue
 ):
     from jobs import services as job_services
-    from jobs.submission import JobSpec
+    from jobs.specs import JobSpec
     from queues.services import QueueNotEmpty, delete_queue
 
     make_queue("other")

@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 from jobs import services as job_services
 from jobs.models import Job, JobExecution, JobState
 from jobs.queue_api import queue_stats
-from jobs.submission import JobSpec
+from jobs.specs import JobSpec
 from workers import services as worker_services
 from workers.dispatcher import Dispatcher
 

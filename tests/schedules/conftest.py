@@ -15,8 +15,8 @@ from django.db import connection
 
 from accounts.models import Project
 from billing.models import Subscription, Tier
-from jobs import scheduling
 from jobs.models import Schedule
+from jobs.schedules import services as scheduling
 from queues.models import Queue
 
 

@@ -1,4 +1,5 @@
-"""jobs/cron.py: parsing, the bounded never-firing check, and fire times under the DST rule."""
+"""jobs/schedules/cron.py: parsing, the bounded never-firing check, and fire times under the
+DST rule."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jobs.cron import HORIZON_YEARS, parse
+from jobs.schedules.cron import HORIZON_YEARS, parse
 from taskforge.lib.errors import ValidationFailed
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

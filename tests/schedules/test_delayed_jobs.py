@@ -9,7 +9,7 @@ import pytest
 
 from jobs import services
 from jobs.models import Job, JobState
-from jobs.submission import JobSpec
+from jobs.specs import JobSpec
 from tests.processes import running
 from workers.services import QueueWeight, register_worker
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from jobs import scheduling
 from jobs.models import Job, JobState, RunOutcome, Schedule, ScheduleRun
+from jobs.schedules import services as scheduling
 from tests.schedules.conftest import freeze, utc
 from workers.dispatcher import Dispatcher
 

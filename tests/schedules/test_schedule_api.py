@@ -3,8 +3,8 @@ database clock: create (representation, defaults, first fire time), bad input na
 name conflicts and the plan's schedule count, list, detail, change, delete, preview, trigger and
 the run history; then the access trio of every endpoint.
 
-Expected fire times are worked out by hand, not with jobs/cron.py. Berlin is UTC+1 (CET) in
-winter and UTC+2 (CEST) from 2026-03-29 02:00, when 02:00-03:00 local does not exist.
+Expected fire times are worked out by hand, not with jobs/schedules/cron.py. Berlin is UTC+1
+(CET) in winter and UTC+2 (CEST) from 2026-03-29 02:00, when 02:00-03:00 local does not exist.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import AuditLog, Project, User
 from billing.models import Subscription, Tier
-from jobs import scheduling
 from jobs.models import Job, Schedule, ScheduleRun
+from jobs.schedules import services as scheduling
 from tests.api.conftest import check_envelope
 from tests.schedules.conftest import utc
 

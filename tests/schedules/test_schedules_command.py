@@ -7,7 +7,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from jobs import scheduling
+from jobs.schedules import services as scheduling
 from tests.schedules.conftest import utc
 
 pytestmark = pytest.mark.django_db(transaction=True)

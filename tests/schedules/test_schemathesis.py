@@ -15,7 +15,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from billing.models import Subscription, Tier
-from jobs import scheduling
+from jobs.schedules import services as scheduling
 from taskforge.wsgi import application
 from tests.api.test_schemathesis import CHECKS, _maybe
 

@@ -28,7 +28,7 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import AuditLog, Project, User
-from jobs import claiming
+from jobs import queries
 from jobs.models import ExecutionLog, Job, JobExecution
 from queues.models import Queue
 from tests.api.conftest import check_envelope
@@ -209,7 +209,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
 
 def long_polls_waiting(worker_id: str) -> int:
     """How many long-polls of this worker sleep on the notification hub right now."""
-    channel = claiming.worker_channel(uuid.UUID(worker_id))
+    channel = queries.worker_channel(uuid.UUID(worker_id))
     # The hub has no public count of waiters; reading it is the only way to know a poll sleeps.
     return len(hub()._waiters.get(channel, ()))
 

@@ -8,9 +8,9 @@ import pytest
 from django.db import connection
 from django.db.models.functions import Now
 
-from jobs import claiming, services
+from jobs import queries, services
 from jobs.models import ExecutionStatus, Job, JobExecution, JobState
-from jobs.submission import JobSpec
+from jobs.specs import JobSpec
 from taskforge import conf
 from workers import services as worker_services
 from workers.dispatcher import Dispatcher
@@ -161,7 +161,7 @@ def test_it_notifies_the_worker_channel_when_it_assigns_jobs(project, queue):
     submit_many(project, 1)
     wanted = {"dbname", "user", "password", "host", "port"}
     params = {k: v for k, v in connection.get_connection_params().items() if k in wanted}
-    channel = claiming.worker_channel(worker.pk)
+    channel = queries.worker_channel(worker.pk)
     with psycopg.connect(**params, autocommit=True) as listener:
         listener.execute(f"LISTEN {channel}")
 

@@ -20,9 +20,9 @@ from django.db import connection, connections
 
 from accounts.models import Project
 from jobs import services
-from jobs.claiming import DISPATCH_CHANNEL
 from jobs.models import Job, JobExecution, JobQuerySet, JobState
-from jobs.submission import JobSpec
+from jobs.queries import DISPATCH_CHANNEL
+from jobs.specs import JobSpec
 from tests.processes import child_env, running, wait_until
 from workers import services as worker_services
 from workers.models import Worker

@@ -5,7 +5,7 @@ from django.db import connection
 
 from jobs import services
 from jobs.models import Job, JobState
-from jobs.submission import JobSpec
+from jobs.specs import JobSpec
 from tests.processes import running, wait_until
 from workers import services as worker_services
 

@@ -8,7 +8,7 @@ from django.db import transaction
 from django.db.models import DurationField, ExpressionWrapper, F, Value
 from django.db.models.functions import Now
 
-from jobs import claiming
+from jobs import queries
 from jobs.models import ScheduleRun
 
 logger = logging.getLogger("taskforge.prune")
@@ -42,7 +42,7 @@ class Command(BaseCommand):
         total, started = 0, time.monotonic()
         while True:
             with transaction.atomic(durable=True):
-                deleted = claiming.prune_jobs(limit=batch, days=days)
+                deleted = queries.prune_jobs(limit=batch, days=days)
             total += deleted
             if deleted:
                 self.stdout.write(

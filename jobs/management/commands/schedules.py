@@ -2,9 +2,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from jobs import claiming
-from jobs.cron import parse
+from jobs import queries
 from jobs.models import Schedule
+from jobs.schedules.cron import parse
 from taskforge.lib.errors import ValidationFailed
 from taskforge.lib.ids import is_uuid
 
@@ -39,7 +39,7 @@ class Command(BaseCommand):
         if not rows:
             self.stdout.write("no schedules")
             return
-        clock = claiming.schedule_clock()
+        clock = queries.schedule_clock()
         header = f"{'NAME':<30} {'CRON':<16} {'TIMEZONE':<20} {'QUEUE':<16} NEXT RUN"
         self.stdout.write(header)
         for schedule in rows:

@@ -10,9 +10,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.api_base import TenantAPIView, actor_of, get_or_404, project_of
-from jobs import cron, scheduling
 from jobs.models import Schedule, ScheduleRun
-from jobs.schedule_serializers import (
+from jobs.schedules import cron
+from jobs.schedules import services as scheduling
+from jobs.schedules.serializers import (
     PreviewSerializer,
     ScheduleInputSerializer,
     ScheduleRunSerializer,

@@ -1,7 +1,8 @@
-"""Validation and planning of job submissions, before anything touches the database.
+"""Job specs: what a client asks for, checked before anything touches the database.
 
-Split from services.py so the rules (field limits, refs, cycles, graph size) read in one place
-and can be tested without a transaction. Every error names the job's index and the field.
+The rules (field limits, refs, cycles, graph size) read in one place and are tested without a
+transaction; jobs/services/submit.py writes what passed. Every error names the job's index and
+the field.
 """
 
 from __future__ import annotations

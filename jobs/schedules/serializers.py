@@ -1,6 +1,6 @@
 """Schedule API shapes (shared/API.md "Schedules"): input serializers check types and ranges;
-the cron expression, timezone, queue and plan limits are checked by jobs/scheduling.py, which
-answers 400 naming the field."""
+the cron expression, timezone, queue and plan limits are checked by
+jobs/schedules/services.py, which answers 400 naming the field."""
 
 from __future__ import annotations
 

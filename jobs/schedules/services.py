@@ -1,7 +1,7 @@
 """Cron schedules: create, change, delete, preview, trigger, and the dispatcher's fire step.
 
-Time: every decision uses the database clock ``taskforge_now()`` (claiming.schedule_clock),
-which tests freeze and advance; fire-time arithmetic is jobs/cron.py.
+Time: every decision uses the database clock ``taskforge_now()`` (queries.schedule_clock),
+which tests freeze and advance; fire-time arithmetic is jobs/schedules/cron.py.
 
 Exactly once per fire time: the fire step locks due schedules ``FOR UPDATE SKIP LOCKED``, so one
 dispatcher handles a schedule at a time and moves its next_run_at past now before it commits;
@@ -24,7 +24,7 @@ from django.db import IntegrityError, models, transaction
 from accounts.audit import SYSTEM, Actor, record_audit
 from accounts.models import Organization, Project
 from billing.plans import plan_limits
-from jobs import claiming, cron, services
+from jobs import queries, services
 from jobs.exceptions import IdempotencyRace
 from jobs.models import (
     TERMINAL_STATES,
@@ -35,7 +35,8 @@ from jobs.models import (
     Schedule,
     ScheduleRun,
 )
-from jobs.submission import JobSpec, encode_payload
+from jobs.schedules import cron
+from jobs.specs import JobSpec, encode_payload
 from queues.models import Queue
 from taskforge.lib.errors import (
     Conflict,
@@ -99,7 +100,7 @@ def create_schedule(
                 details={"limit": cap, "limit_name": "max_schedules"},
             )
         schedule = Schedule(organization_id=project.organization_id, project=project)
-        clock = claiming.schedule_clock()
+        clock = queries.schedule_clock()
         _apply(schedule, fields, clock=clock, limits=limits)
         _save_checking_name(schedule)
         record_audit(
@@ -123,7 +124,7 @@ def update_schedule(
     project = schedule.project
     with transaction.atomic(durable=True):
         locked = _locked(schedule)
-        clock = claiming.schedule_clock()
+        clock = queries.schedule_clock()
         _apply(locked, changes, clock=clock, limits=plan_limits(project.organization_id))
         _save_checking_name(locked)
         record_audit(
@@ -252,7 +253,7 @@ def preview(schedule: Schedule, count: int) -> list[datetime]:
     if not 1 <= count <= MAX_PREVIEW:
         raise ValidationFailed(f"n: must be from 1 to {MAX_PREVIEW}", details={"field": "n"})
     with transaction.atomic():
-        clock = claiming.schedule_clock()
+        clock = queries.schedule_clock()
     expression = cron.parse(schedule.cron, schedule.timezone, reference=clock)
     return expression.upcoming(clock, count)
 
@@ -265,7 +266,7 @@ def trigger_schedule(schedule: Schedule, *, actor: Actor = SYSTEM) -> Job:
     project = schedule.project
     with transaction.atomic(durable=True):
         locked = _locked(schedule)
-        clock = claiming.schedule_clock()
+        clock = queries.schedule_clock()
         job_id = services.enqueue_in_transaction(project, [_spec(locked)]).ids[0]
         ScheduleRun.objects.create(
             organization_id=project.organization_id,
@@ -334,7 +335,7 @@ def fire_due_schedules(*, limit: int) -> Fired:
         )
         if not due:
             return Fired()
-        clock = claiming.schedule_clock()
+        clock = queries.schedule_clock()
         plans = {schedule.pk: _plan(schedule, clock) for schedule in due}
         _drop_recorded(plans)
         running = _unfinished_jobs(due)

@@ -1,0 +1,60 @@
+"""Job services: every write to jobs goes through one of these, each a durable transaction.
+
+By concern:
+
+* ``submit``: one job, a batch (all or nothing), the engine's own producers;
+* ``results``: what workers report (complete, fail, logs) and lease expiry;
+* ``actions``: an operator's cancel and retry of one job, purge of a queue's waiting jobs;
+* ``bulk``: cancel, retry or delete many jobs by ids or by a filter;
+* ``batches``: batch progress and callbacks, fired exactly once;
+* ``graph``: the DAG rules the others share (cascades, waiting again after a retry);
+* ``lookup``: one job of a project, a foreign one looking missing.
+
+The hot statements they run are in jobs/sql/, executed by jobs/queries.py. Callers import
+from here (``from jobs import services``); the modules are the places to read.
+"""
+
+from jobs.services.actions import cancel_job, purge_queue, retry_job
+from jobs.services.batches import (
+    CALLBACK_NAMES,
+    BatchStatus,
+    batch_status,
+    fire_batch_callbacks,
+    fire_owed_batch_callbacks,
+)
+from jobs.services.bulk import BULK_LIMIT, JobFilter, bulk_action
+from jobs.services.lookup import get_job
+from jobs.services.results import (
+    ResultItem,
+    append_logs,
+    complete_job,
+    expire_leases,
+    fail_job,
+    report_results,
+)
+from jobs.services.submit import Submitted, enqueue_in_transaction, submit_job, submit_jobs
+
+__all__ = [
+    "BULK_LIMIT",
+    "CALLBACK_NAMES",
+    "BatchStatus",
+    "JobFilter",
+    "ResultItem",
+    "Submitted",
+    "append_logs",
+    "batch_status",
+    "bulk_action",
+    "cancel_job",
+    "complete_job",
+    "enqueue_in_transaction",
+    "expire_leases",
+    "fail_job",
+    "fire_batch_callbacks",
+    "fire_owed_batch_callbacks",
+    "get_job",
+    "purge_queue",
+    "report_results",
+    "retry_job",
+    "submit_job",
+    "submit_jobs",
+]

@@ -1,0 +1,115 @@
+"""An operator's actions on one job (cancel, retry) and on a queue's waiting jobs (purge)."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from django.db import transaction
+from django.db.models.functions import Now
+
+from accounts.audit import SYSTEM, Actor, record_audit
+from accounts.models import Project
+from jobs import queries
+from jobs.exceptions import JobNotCancellable, JobNotRetryable
+from jobs.models import ExecutionStatus, Job, JobExecution, JobState
+from jobs.services import batches, graph, lookup
+from queues.models import Queue
+
+# --- Operator actions --------------------------------------------------------------------------
+
+
+def cancel_job(
+    project: Project, job_id: UUID, *, actor: Actor = SYSTEM, reason: str = "cancelled by user"
+) -> Job:
+    """Cancel a job that has not finished; a running attempt's result will be refused (409)."""
+    with transaction.atomic(durable=True):
+        job = lookup.locked_job(project, job_id)
+        if job.is_terminal:
+            raise JobNotCancellable(f"job {job_id} already ended {job.state}")
+        if job.state == JobState.PROCESSING:
+            JobExecution.objects.for_project(project).filter(
+                job=job, lease_token=job.lease_token
+            ).update(status=ExecutionStatus.FAILED, error=reason, finished_at=Now())
+        Job.objects.for_project(project).filter(pk=job.pk).update(
+            state=JobState.CANCELLED,
+            last_error=reason,
+            finished_at=Now(),
+            lease_token=None,
+            lease_expires_at=None,
+        )
+        graph.settle([(job.pk, f"cancelled: ancestor job {job.pk} was cancelled")], [job.batch_id])
+        record_audit(
+            project.organization_id,
+            "job.cancelled",
+            actor=actor,
+            project=project,
+            target_type="job",
+            target_id=job.pk,
+        )
+    return lookup.get_job(project, job_id)
+
+
+def retry_job(project: Project, job_id: UUID, *, actor: Actor = SYSTEM) -> Job:
+    """Run a dead or cancelled job again from attempt 1 (blocked while parents are unfinished).
+
+    Its blocked run-policy children wait for it again. A batch whose callbacks already fired
+    does not fire them again when the retried job finishes.
+    """
+    with transaction.atomic(durable=True):
+        job = lookup.locked_job(project, job_id)
+        if job.state not in graph.FAILED_STATES:
+            raise JobNotRetryable(
+                f"job {job_id} is {job.state}; only dead or cancelled jobs can be retried"
+            )
+        queries.reblock_run_children([job.pk])
+        waiting = graph.waited_for_edges(project, [job.pk]).filter(child=job).count()
+        state = JobState.BLOCKED if waiting else JobState.PENDING
+        Job.objects.for_project(project).filter(pk=job.pk).update(
+            state=state,
+            pending_parents=waiting,
+            attempts=0,
+            run_at=Now(),
+            finished_at=None,
+            worker_id=None,
+            lease_token=None,
+            lease_expires_at=None,
+            delivered_at=None,
+        )
+        if state == JobState.PENDING:
+            queries.notify([queries.DISPATCH_CHANNEL])
+        record_audit(
+            project.organization_id,
+            "job.retried",
+            actor=actor,
+            project=project,
+            target_type="job",
+            target_id=job.pk,
+        )
+    return lookup.get_job(project, job_id)
+
+
+def purge_queue(queue: Queue, *, actor: Actor = SYSTEM) -> int:
+    """Delete the queue's pending and scheduled jobs; their waiting descendants are cancelled."""
+    with transaction.atomic(durable=True):
+        doomed = Job.objects.for_project(queue.project).filter(
+            queue=queue, state__in=(JobState.PENDING, JobState.SCHEDULED)
+        )
+        rows = list(doomed.select_for_update(skip_locked=True).values_list("pk", "batch_id"))
+        ids = [pk for pk, _ in rows]
+        roots = [(pk, f"cancelled: parent job {pk} was purged") for pk in ids]
+        cascade = queries.cancel_descendants(roots)
+        if cascade.released:
+            queries.notify([queries.DISPATCH_CHANNEL])
+        Job.objects.for_project(queue.project).filter(pk__in=ids).delete()
+        # After the delete: the purged jobs no longer count as unfinished.
+        batches.fire_batch_callbacks({batch_id for _, batch_id in rows} | cascade.owed_batches)
+        record_audit(
+            queue.organization_id,
+            "queue.purged",
+            actor=actor,
+            project=queue.project,
+            target_type="queue",
+            target_id=queue.name,
+            metadata={"deleted": len(ids)},
+        )
+    return len(ids)

@@ -1,0 +1,160 @@
+"""What workers report: results (complete, fail, many at once), log lines, and the
+engine's lease expiry, which fails an attempt whose worker went silent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from django.db import transaction
+
+from accounts.models import Project
+from jobs import queries
+from jobs.exceptions import StaleLease
+from jobs.models import ExecutionLog, ExecutionStatus, Job, JobExecution, JobState, LogLevel
+from jobs.services import batches, graph, lookup
+from jobs.specs import encode_payload
+from taskforge.lib.errors import ValidationFailed
+
+# --- Results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResultItem:
+    """One worker-reported result (the batched ``results`` endpoint sends many)."""
+
+    job_id: UUID
+    lease_token: UUID
+    succeeded: bool
+    result: Any = None
+    error: str = ""
+    retryable: bool = True
+
+
+def complete_job(project: Project, job_id: UUID, *, lease_token: UUID, result: Any = None) -> Job:
+    """Mark a job succeeded and release its children; StaleLease if the token is not current."""
+    outcomes = report_results(project, [ResultItem(job_id, lease_token, True, result=result)])
+    if outcomes[job_id] is None:
+        raise StaleLease(_stale_message(job_id), details={"job_id": str(job_id)})
+    return lookup.get_job(project, job_id)
+
+
+def fail_job(
+    project: Project, job_id: UUID, *, lease_token: UUID, error: str, retryable: bool = True
+) -> Job:
+    """Record a failed attempt: retry after backoff, or dead when exhausted or not retryable."""
+    item = ResultItem(job_id, lease_token, False, error=error, retryable=retryable)
+    if report_results(project, [item])[job_id] is None:
+        raise StaleLease(_stale_message(job_id), details={"job_id": str(job_id)})
+    return lookup.get_job(project, job_id)
+
+
+def _stale_message(job_id: UUID) -> str:
+    return (
+        f"job {job_id} is not processing under this lease token "
+        "(it expired and was re-assigned, was cancelled, or already has a result)"
+    )
+
+
+def report_results(
+    project: Project | None, items: Sequence[ResultItem]
+) -> dict[UUID, queries.Outcome | None]:
+    """Apply many results in one transaction; return each job's outcome (None = stale lease).
+
+    ``project`` None is for the engine's own callers (benchmarks); the API always scopes.
+    """
+    # Each result is serialised once: checked here, and this text is what gets stored.
+    results: dict[UUID, str] = {}
+    for item in items:
+        if item.succeeded:
+            results[item.job_id] = encode_payload(None, item.result, name="result")
+        elif "\x00" in item.error:
+            raise ValidationFailed(
+                "error: must not contain NUL characters", details={"field": "error"}
+            )
+    project_id = project.pk if project else None
+    with transaction.atomic(durable=True):
+        outcomes: dict[UUID, queries.Outcome | None] = {item.job_id: None for item in items}
+        done = [(i.job_id, i.lease_token, results[i.job_id]) for i in items if i.succeeded]
+        failed = [
+            (i.job_id, i.lease_token, i.error[:10_000], i.retryable)
+            for i in items
+            if not i.succeeded
+        ]
+        released: list[UUID] = []
+        if done:
+            completion = queries.complete_jobs(project_id, done)
+            released = completion.released
+            outcomes.update((o.job_id, o) for o in completion.succeeded)
+        if failed:
+            outcomes.update((o.job_id, o) for o in queries.fail_jobs(project_id, failed))
+        applied = [o for o in outcomes.values() if o is not None]
+        cascade = graph.cascade_failures(applied)
+        batches.fire_batch_callbacks(graph.owed_batches(applied, cascade))
+        # Freed slots and released children are new work for the dispatchers.
+        if applied or released or cascade.released:
+            queries.notify([queries.DISPATCH_CHANNEL])
+    return outcomes
+
+
+def expire_leases(*, limit: int) -> int:
+    """Fail jobs whose lease ran out as timed-out attempts (retry or dead); return the count."""
+    with transaction.atomic(durable=True):
+        expired = queries.expired_leases(limit=limit)
+        if not expired:
+            return 0
+        items = [
+            (job_id, token, "lease expired: the worker stopped heartbeating", True)
+            for job_id, token in expired
+        ]
+        outcomes = queries.fail_jobs(None, items, execution_status=ExecutionStatus.TIMED_OUT)
+        cascade = graph.cascade_failures(outcomes)
+        batches.fire_batch_callbacks(graph.owed_batches(outcomes, cascade))
+        if cascade.released:
+            queries.notify([queries.DISPATCH_CHANNEL])
+        return len(expired)
+
+
+def append_logs(
+    project: Project, job_id: UUID, *, lease_token: UUID, entries: Sequence[dict[str, Any]]
+) -> int:
+    """Store log lines for the job's current execution; StaleLease if the token is not current."""
+    rows = []
+    for index, entry in enumerate(entries):
+        level, message = entry.get("level", LogLevel.INFO), entry.get("message")
+        if level not in LogLevel.values:
+            raise ValidationFailed(
+                f"entries[{index}].level: must be one of {LogLevel.values}",
+                details={"field": "level", "index": index},
+            )
+        if not isinstance(message, str) or "\x00" in message:
+            raise ValidationFailed(
+                f"entries[{index}].message: must be a string without NUL",
+                details={"field": "message", "index": index},
+            )
+        metadata = entry.get("metadata") or {}
+        encode_payload(index, metadata, name="metadata")
+        rows.append((level, message[:10_000], metadata))
+    with transaction.atomic(durable=True):
+        execution = (
+            JobExecution.objects.for_project(project)
+            .filter(job_id=job_id, lease_token=lease_token, job__state=JobState.PROCESSING)
+            .first()
+        )
+        if execution is None:
+            raise StaleLease(_stale_message(job_id), details={"job_id": str(job_id)})
+        ExecutionLog.objects.bulk_create(
+            ExecutionLog(
+                organization_id=project.organization_id,
+                job_id=job_id,
+                execution=execution,
+                level=level,
+                message=message,
+                metadata=metadata,
+            )
+            for level, message, metadata in rows
+        )
+    return len(rows)

@@ -1,10 +1,11 @@
-"""Tenancy: for_project / for_org never leak another tenant's rows (STYLE.md rules 8-10).
+"""Tenancy: for_project / for_org never leak another tenant's rows (docs/conventions.md).
 
 Two halves:
 - a matrix over every model whose manager has ``for_project`` or ``for_org``, discovered from
   the app registry, so a new tenant model without a builder here fails the suite;
-- the AST tripwire of rule 10: views, APIs, serializers and forms may reach a tenant model
-  only through ``<Model>.objects.for_org(...)`` / ``.for_project(...)``.
+- the AST tripwire: every module that serves requests or serializes for them (views, APIs,
+  serializers, forms, dashboard partials; found by what it imports, not by its file name) may
+  reach a tenant model only through ``<Model>.objects.for_org(...)`` / ``.for_project(...)``.
 """
 
 from __future__ import annotations
@@ -218,9 +219,31 @@ def test_for_project_on_a_model_without_a_project_fails_loudly(model, project):
         list(model.objects.for_project(project))
 
 
-# --- The AST tripwire (STYLE.md rule 10) ----------------------------------------------------
+# --- The AST tripwire ----------------------------------------------------------------------------
 
-SCANNED_NAMES = {"api", "views", "serializers", "forms"}
+# A module serves requests or shapes tenant data for them when it imports any of these: it is
+# scanned whatever its file is called (api.py, queue_api.py, views.py, api_base.py, forms...).
+REQUEST_MODULES = (
+    "rest_framework.views",
+    "rest_framework.generics",
+    "rest_framework.viewsets",
+    "rest_framework.decorators",
+    "rest_framework.request",
+    "rest_framework.response",
+    "rest_framework.serializers",
+    "django.http",
+    "django.shortcuts",
+    "django.views",
+    "django.forms",
+    "django.template",
+    "django_htmx",
+    "accounts.api_base",
+    "taskforge.lib.serializers",
+)
+# Modules that import those on purpose and are not tenant-scoped request paths: the Django
+# admin is staff-only and spans tenants by design; authentication resolves an API key or a
+# user before any tenant is known.
+NOT_TENANT_SCOPED = {"admin.py", "authentication.py"}
 ALLOWED_SCOPES = {"for_org", "for_project"}
 MANAGERS = {"objects", "_default_manager", "_base_manager"}
 SHORTCUTS = {"get_object_or_404", "get_list_or_404"}
@@ -236,17 +259,34 @@ def app_dirs(root: Path = ROOT) -> list[Path]:
         Path(config.path)
         for config in apps.get_app_configs()
         if Path(config.path).resolve().is_relative_to(root)
+        and not Path(config.path).resolve().is_relative_to(root / ".venv")
     )
 
 
+def serves_requests(source: str) -> bool:
+    """Does this module import a request-serving or serializing library (REQUEST_MODULES)?"""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # "from django import forms" imports django.forms
+            modules = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+        elif isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        else:
+            continue
+        if any(m == r or m.startswith(r + ".") for m in modules for r in REQUEST_MODULES):
+            return True
+    return False
+
+
 def scanned_files(dirs: list[Path]) -> Iterator[Path]:
-    """api.py, views.py, ... and every module of an api/, views/, ... package."""
+    """Every module, outside migrations, that serves requests or serializes for them (by what
+    it imports, not by its name)."""
     for directory in dirs:
         for path in sorted(directory.rglob("*.py")):
             parts = path.relative_to(directory).parts
-            if "migrations" in parts:
+            if "migrations" in parts or path.name in NOT_TENANT_SCOPED:
                 continue
-            if path.stem in SCANNED_NAMES or SCANNED_NAMES & set(parts[:-1]):
+            if serves_requests(path.read_text()):
                 yield path
 
 
@@ -324,32 +364,46 @@ def test_the_tripwire_knows_the_tenant_models():
     assert "Organization" not in tenant_model_names()
 
 
-def test_the_tripwire_finds_files_by_module_and_by_package_name(tmp_path):
-    for name in [
-        "jobs/views.py",
-        "jobs/api.py",
-        "jobs/serializers.py",
-        "jobs/forms.py",
-        "queues/api/keys.py",
-        "queues/views/__init__.py",
-        "queues/services.py",
-        "queues/models.py",
-        "queues/migrations/0001_views.py",
-    ]:
+def test_the_tripwire_finds_request_modules_by_what_they_import_not_by_name(tmp_path):
+    files = {
+        # Request-serving modules, whatever they are called.
+        "jobs/queue_api.py": "from rest_framework.views import APIView\n",
+        "jobs/schedules/api.py": "from accounts.api_base import TenantAPIView\n",
+        "jobs/dashboard.py": "from django.shortcuts import render\n",
+        "queues/views/__init__.py": "from django.http import HttpResponse\n",
+        "queues/shapes.py": "import rest_framework.serializers\n",
+        "queues/forms.py": "from django import forms\n",
+        "queues/partials.py": "from django_htmx.http import HttpResponseStopPolling\n",
+        # Not request paths: services, models, migrations, the staff-only admin.
+        "jobs/api_helpers.py": "from jobs.models import Job\n",
+        "queues/services.py": "from rest_framework.exceptions import NotFound\n",
+        "queues/models.py": "from django.db import models\n",
+        "queues/migrations/0001_views.py": "from django.http import HttpResponse\n",
+        "queues/admin.py": "from django.http import HttpResponse\n",
+    }
+    for name, source in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("")
+        (tmp_path / name).write_text(source)
     found = {
         str(p.relative_to(tmp_path))
         for p in scanned_files([tmp_path / "jobs", tmp_path / "queues"])
     }
     assert found == {
-        "jobs/views.py",
-        "jobs/api.py",
-        "jobs/serializers.py",
-        "jobs/forms.py",
-        "queues/api/keys.py",
+        "jobs/queue_api.py",
+        "jobs/schedules/api.py",
+        "jobs/dashboard.py",
         "queues/views/__init__.py",
+        "queues/shapes.py",
+        "queues/forms.py",
+        "queues/partials.py",
     }
+
+
+def test_the_tripwire_scans_the_modules_that_escaped_the_old_name_rule():
+    scanned = {str(p.relative_to(ROOT)) for p in scanned_files(app_dirs())}
+    assert {"accounts/api_base.py", "jobs/schedules/api.py", "jobs/schedules/serializers.py"} <= (
+        scanned
+    )
 
 
 OFFENDING = """

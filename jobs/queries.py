@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import psycopg
@@ -37,30 +37,54 @@ _execute = _SQL.rows
 _rowcount = _SQL.rowcount
 
 
-# The columns of insert_jobs.sql: every concrete field of Job, in model order, so a row can
-# also build its Job with Job.from_db() without a read back.
-JOB_COLUMNS = (
-    "id", "organization_id", "project_id", "queue_id", "job_type", "payload", "state",
-    "priority", "run_at", "attempts", "max_attempts", "timeout_seconds", "idempotency_key",
-    "tags", "result", "last_error", "worker_id", "lease_token", "lease_expires_at",
-    "delivered_at", "pending_parents", "batch_id", "created_at", "started_at", "finished_at",
-)  # fmt: skip
+class JobRow(NamedTuple):
+    """A new job as insert_job.sql / insert_jobs.sql write it: every concrete field of Job, in
+    model order, so a row can also build its Job with Job.from_db() without a read back.
+    tests/jobs/test_job_row.py keeps the model, these fields and both statements in step.
+    payload and result are JSON text."""
+
+    id: UUID
+    organization_id: UUID
+    project_id: UUID
+    queue_id: UUID
+    job_type: str
+    payload: str
+    state: str
+    priority: int
+    run_at: datetime
+    attempts: int
+    max_attempts: int
+    timeout_seconds: int
+    idempotency_key: str | None
+    tags: list[str]
+    result: str | None
+    last_error: str
+    worker_id: UUID | None
+    lease_token: UUID | None
+    lease_expires_at: datetime | None
+    delivered_at: datetime | None
+    pending_parents: int
+    batch_id: UUID | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+JOB_COLUMNS = JobRow._fields
 
 
 class DuplicateIdempotencyKey(Exception):
     """A concurrent submit committed one of these idempotency keys first."""
 
 
-def insert_jobs(rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert new job rows (values in JOB_COLUMNS order; payload and result as JSON text) and
-    NOTIFY the dispatchers when any of them is pending.
+def insert_jobs(rows: Sequence[JobRow]) -> None:
+    """Insert new job rows and NOTIFY the dispatchers when any of them is pending.
 
     One row goes in with one INSERT that also NOTIFYs; many are streamed with COPY.
     """
-    state = JOB_COLUMNS.index("state")
     try:
         if len(rows) == 1:
-            _execute("insert_job", dict(zip(JOB_COLUMNS, rows[0], strict=True)))
+            _execute("insert_job", rows[0]._asdict())
             return
         with (
             connection.wrap_database_errors,
@@ -73,7 +97,7 @@ def insert_jobs(rows: Sequence[tuple[Any, ...]]) -> None:
         if isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
             raise DuplicateIdempotencyKey(str(exc)) from exc
         raise
-    if any(row[state] == "pending" for row in rows):
+    if any(row.state == "pending" for row in rows):
         notify([DISPATCH_CHANNEL])
 
 
@@ -159,13 +183,30 @@ class Completion:
     released: list[UUID]
 
 
-def complete_jobs(project_id: UUID | None, items: Sequence[tuple[UUID, UUID, str]]) -> Completion:
-    """Complete (job id, lease token, result as JSON text) items; stale tokens are left out."""
+class Done(NamedTuple):
+    """A success to record: the result as JSON text."""
+
+    job_id: UUID
+    lease_token: UUID
+    result: str
+
+
+class Failed(NamedTuple):
+    """A failed attempt to record: retried after backoff unless not retryable or exhausted."""
+
+    job_id: UUID
+    lease_token: UUID
+    error: str
+    retryable: bool
+
+
+def complete_jobs(project_id: UUID, items: Sequence[Done]) -> Completion:
+    """Complete the project's jobs among ``items``; stale tokens are left out."""
     params = {
         "project_id": project_id,
-        "ids": [item[0] for item in items],
-        "lease_tokens": [item[1] for item in items],
-        "results": [item[2] for item in items],
+        "ids": [item.job_id for item in items],
+        "lease_tokens": [item.lease_token for item in items],
+        "results": [item.result for item in items],
     }
     succeeded: list[Outcome] = []
     released: list[UUID] = []
@@ -177,19 +218,27 @@ def complete_jobs(project_id: UUID | None, items: Sequence[tuple[UUID, UUID, str
     return Completion(succeeded=succeeded, released=released)
 
 
-def fail_jobs(
-    project_id: UUID | None,
-    items: Sequence[tuple[UUID, UUID, str, bool]],
-    *,
-    execution_status: str = "failed",
+def fail_jobs(project_id: UUID, items: Sequence[Failed]) -> list[Outcome]:
+    """Fail the project's jobs among ``items``; stale tokens are left out."""
+    return _fail(project_id, items, execution_status="failed")
+
+
+def fail_expired_leases_of_every_tenant(items: Sequence[Failed]) -> list[Outcome]:
+    """The engine's lease expiry, across every tenant: fail attempts whose worker went silent
+    (their executions end timed_out). Never for a request: those go through fail_jobs, scoped
+    to the caller's project."""
+    return _fail(None, items, execution_status="timed_out")
+
+
+def _fail(
+    project_id: UUID | None, items: Sequence[Failed], *, execution_status: str
 ) -> list[Outcome]:
-    """Fail (job id, lease token, error, retryable) items; stale tokens are left out."""
     params = {
         "project_id": project_id,
-        "ids": [item[0] for item in items],
-        "lease_tokens": [item[1] for item in items],
-        "errors": [item[2] for item in items],
-        "retryable": [item[3] for item in items],
+        "ids": [item.job_id for item in items],
+        "lease_tokens": [item.lease_token for item in items],
+        "errors": [item.error for item in items],
+        "retryable": [item.retryable for item in items],
         "execution_status": execution_status,
     }
     return [Outcome(*row) for row in _execute("fail_jobs", params)]

@@ -14,7 +14,7 @@ from django.db import transaction
 from accounts.models import Project
 from jobs import queries
 from jobs.exceptions import StaleLease
-from jobs.models import ExecutionLog, ExecutionStatus, Job, JobExecution, JobState, LogLevel
+from jobs.models import ExecutionLog, Job, JobExecution, JobState, LogLevel
 from jobs.services import batches, graph, lookup
 from jobs.specs import encode_payload
 from taskforge.lib.errors import ValidationFailed
@@ -60,12 +60,10 @@ def _stale_message(job_id: UUID) -> str:
 
 
 def report_results(
-    project: Project | None, items: Sequence[ResultItem]
+    project: Project, items: Sequence[ResultItem]
 ) -> dict[UUID, queries.Outcome | None]:
-    """Apply many results in one transaction; return each job's outcome (None = stale lease).
-
-    ``project`` None is for the engine's own callers (benchmarks); the API always scopes.
-    """
+    """Apply many results to the project's jobs in one transaction; return each job's outcome
+    (None: a stale lease, or not a job of this project)."""
     # Each result is serialised once: checked here, and this text is what gets stored.
     results: dict[UUID, str] = {}
     for item in items:
@@ -75,22 +73,23 @@ def report_results(
             raise ValidationFailed(
                 "error: must not contain NUL characters", details={"field": "error"}
             )
-    project_id = project.pk if project else None
     with transaction.atomic(durable=True):
         outcomes: dict[UUID, queries.Outcome | None] = {item.job_id: None for item in items}
-        done = [(i.job_id, i.lease_token, results[i.job_id]) for i in items if i.succeeded]
+        done = [
+            queries.Done(i.job_id, i.lease_token, results[i.job_id]) for i in items if i.succeeded
+        ]
         failed = [
-            (i.job_id, i.lease_token, i.error[:10_000], i.retryable)
+            queries.Failed(i.job_id, i.lease_token, i.error[:10_000], i.retryable)
             for i in items
             if not i.succeeded
         ]
         released: list[UUID] = []
         if done:
-            completion = queries.complete_jobs(project_id, done)
+            completion = queries.complete_jobs(project.pk, done)
             released = completion.released
             outcomes.update((o.job_id, o) for o in completion.succeeded)
         if failed:
-            outcomes.update((o.job_id, o) for o in queries.fail_jobs(project_id, failed))
+            outcomes.update((o.job_id, o) for o in queries.fail_jobs(project.pk, failed))
         applied = [o for o in outcomes.values() if o is not None]
         cascade = graph.cascade_failures(applied)
         batches.fire_batch_callbacks(graph.owed_batches(applied, cascade))
@@ -107,10 +106,10 @@ def expire_leases(*, limit: int) -> int:
         if not expired:
             return 0
         items = [
-            (job_id, token, "lease expired: the worker stopped heartbeating", True)
+            queries.Failed(job_id, token, "lease expired: the worker stopped heartbeating", True)
             for job_id, token in expired
         ]
-        outcomes = queries.fail_jobs(None, items, execution_status=ExecutionStatus.TIMED_OUT)
+        outcomes = queries.fail_expired_leases_of_every_tenant(items)
         cascade = graph.cascade_failures(outcomes)
         batches.fire_batch_callbacks(graph.owed_batches(outcomes, cascade))
         if cascade.released:

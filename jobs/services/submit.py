@@ -48,7 +48,7 @@ class Submitted:
         ids: list[UUID],
         created: list[bool],
         batch_id: UUID | None,
-        rows: dict[UUID, tuple[Any, ...]],
+        rows: dict[UUID, queries.JobRow],
         payloads: dict[UUID, Any],
         project: Project,
     ) -> None:
@@ -178,19 +178,18 @@ def _submit(
     except queries.DuplicateIdempotencyKey:
         raise IdempotencyRace() from None
     _insert_edges(project, specs, ids, by_ref, repeats)
-    state_column = queries.JOB_COLUMNS.index("state")
     # Every job created cancelled (a parent had already failed): the batch is finished now.
     if (
         batch is not None
         and batch.has_callbacks
-        and all(row[state_column] in TERMINAL_STATES for row in rows.values())
+        and all(row.state in TERMINAL_STATES for row in rows.values())
     ):
         batches.fire_batch_callbacks([batch.pk])
     return Submitted(
         ids=ids,
         created=[i not in repeats for i in range(len(specs))],
         batch_id=batch.pk if batch else _existing_batch_id(project, ids),
-        rows={row[0]: row for row in rows.values()},
+        rows={row.id: row for row in rows.values()},
         payloads={ids[i]: specs[i].payload for i in rows},
         project=project,
     )
@@ -281,8 +280,8 @@ def _new_rows(
     repeats: set[int],
     batch: Batch | None,
     now: datetime,
-) -> dict[int, tuple[Any, ...]]:
-    """Rows (queries.JOB_COLUMNS order) for the new jobs, by spec index.
+) -> dict[int, queries.JobRow]:
+    """The new jobs' rows, by spec index.
 
     ``now`` is the transaction's now(): run_at and the initial state are decided exactly as
     SQL in this transaction would. A job whose parent already ended dead or cancelled is
@@ -293,7 +292,7 @@ def _new_rows(
     for i in repeats:
         key = specs[i].idempotency_key
         state_of[i] = existing[key][1] if key else JobState.PENDING
-    rows: dict[int, tuple[Any, ...]] = {}
+    rows: dict[int, queries.JobRow] = {}
     for i in topological_order(specs, by_ref):
         if i in repeats:
             continue
@@ -319,14 +318,33 @@ def _new_rows(
             state = JobState.PENDING
         # For the children in this batch, a new job is never "succeeded" yet.
         state_of[i] = JobState.CANCELLED if failed else JobState.BLOCKED
-        rows[i] = (
-            ids[i], project.organization_id, project.pk, queue.id, spec.job_type, payloads[i],
-            state, spec.priority, run_at, 0, spec.max_attempts or queue.max_attempts,
-            spec.timeout_seconds or queue.timeout_seconds, spec.idempotency_key, list(spec.tags),
-            None, f"cancelled: a parent job ended {failed}" if failed else "",
-            None, None, None, None, waiting, batch.pk if batch else None,
-            now, None, now if failed else None,
-        )  # fmt: skip
+        rows[i] = queries.JobRow(
+            id=ids[i],
+            organization_id=project.organization_id,
+            project_id=project.pk,
+            queue_id=queue.id,
+            job_type=spec.job_type,
+            payload=payloads[i],
+            state=state,
+            priority=spec.priority,
+            run_at=run_at,
+            attempts=0,
+            max_attempts=spec.max_attempts or queue.max_attempts,
+            timeout_seconds=spec.timeout_seconds or queue.timeout_seconds,
+            idempotency_key=spec.idempotency_key,
+            tags=list(spec.tags),
+            result=None,
+            last_error=f"cancelled: a parent job ended {failed}" if failed else "",
+            worker_id=None,
+            lease_token=None,
+            lease_expires_at=None,
+            delivered_at=None,
+            pending_parents=waiting,
+            batch_id=batch.pk if batch else None,
+            created_at=now,
+            started_at=None,
+            finished_at=now if failed else None,
+        )
     return rows
 
 

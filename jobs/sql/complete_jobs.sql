@@ -2,7 +2,7 @@
 -- release children whose every parent has now succeeded.
 -- Fencing: a row is completed only while it is processing under the same lease_token; a
 -- stale or unknown token matches nothing and the caller reports a conflict for that id.
--- Tenancy: %(project_id)s (nullable only for the engine's own callers) scopes every row.
+-- Tenancy: %(project_id)s (the caller's project, never NULL) scopes every row.
 -- Concurrency: two parents of one child completing at once both decrement pending_parents;
 -- the second UPDATE waits for the first's row lock and then re-reads the row, so the count
 -- reaches zero exactly once and the child is released exactly once.
@@ -26,7 +26,7 @@ done AS (
     WHERE job.id = i.id
         AND job.lease_token = i.lease_token
         AND job.state = 'processing'
-        AND (%(project_id)s::uuid IS NULL OR job.project_id = %(project_id)s::uuid)
+        AND job.project_id = %(project_id)s::uuid
     RETURNING job.id, i.lease_token, job.batch_id
 ),
 closed AS (

@@ -3,7 +3,8 @@
 -- retryable, to dead. Used for worker-reported failures and for expired leases alike.
 -- Fencing: only rows processing under the same lease_token change; the caller reports a
 -- conflict for ids that are not returned.
--- Tenancy: %(project_id)s scopes the rows (NULL only for the dispatcher's lease expiry).
+-- Tenancy: %(project_id)s scopes the rows; NULL only from the engine's lease expiry
+-- (queries.fail_expired_leases_of_every_tenant), which no request path imports.
 -- callback_owed: the job went dead and its batch has callbacks not yet enqueued.
 -- Index: primary key (jobs, batches); jobs_jobexecution_job_id for the execution rows.
 WITH input AS (

@@ -1,4 +1,4 @@
-"""Jobs endpoints of shared/API.md: submit, batch, list, detail, executions, logs, actions."""
+"""Jobs endpoints (docs/api.md): submit, batch, list, detail, executions, logs, actions."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from accounts.api_base import (
 )
 from accounts.models import Project
 from jobs import services
+from jobs.limits import MAX_EDGES_PER_BATCH, MAX_PARENTS_PER_JOB
 from jobs.models import Batch, ExecutionLog, Job, JobExecution, JobState
 from jobs.serializers import (
     AppendLogsSerializer,
@@ -40,7 +41,6 @@ from jobs.serializers import (
     LogSerializer,
     job_data,
 )
-from jobs.specs import MAX_EDGES_PER_BATCH, MAX_PARENTS_PER_JOB
 from queues.models import Queue
 from taskforge.lib.errors import NotFound, ValidationFailed
 from taskforge.lib.ids import is_uuid

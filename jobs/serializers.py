@@ -1,4 +1,4 @@
-"""Job API shapes: input serializers validate, output serializers shape (shared/API.md)."""
+"""Job API shapes: input serializers validate, output serializers shape (docs/api.md)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from jobs import limits
 from jobs.models import ExecutionLog, Job, JobDependency, JobExecution, JobState, ParentFailure
 from jobs.specs import JobSpec
 from taskforge.lib.serializers import StrictSerializer
@@ -28,31 +29,54 @@ class AwareDateTimeField(serializers.DateTimeField):
 class JobFieldsSerializer(StrictSerializer):
     """What every submitted job states: a job submission and a batch callback alike."""
 
-    queue = serializers.CharField(max_length=100)
-    job_type = serializers.CharField(max_length=200)
+    queue = serializers.CharField(max_length=limits.QUEUE_NAME_MAX_LENGTH)
+    job_type = serializers.CharField(max_length=limits.JOB_TYPE_MAX_LENGTH)
     payload = serializers.JSONField(required=False, default=dict)
-    priority = serializers.IntegerField(min_value=0, max_value=9, required=False, default=5)
+    priority = serializers.IntegerField(
+        min_value=limits.PRIORITY_MIN,
+        max_value=limits.PRIORITY_MAX,
+        required=False,
+        default=limits.PRIORITY_DEFAULT,
+    )
     max_attempts = serializers.IntegerField(
-        min_value=1, max_value=1000, required=False, allow_null=True, default=None
+        min_value=limits.MAX_ATTEMPTS_MIN,
+        max_value=limits.MAX_ATTEMPTS_MAX,
+        required=False,
+        allow_null=True,
+        default=None,
     )
     timeout_seconds = serializers.IntegerField(
-        min_value=1, max_value=7 * 24 * 3600, required=False, allow_null=True, default=None
+        min_value=limits.TIMEOUT_SECONDS_MIN,
+        max_value=limits.TIMEOUT_SECONDS_MAX,
+        required=False,
+        allow_null=True,
+        default=None,
     )
     tags = serializers.ListField(
-        child=serializers.CharField(max_length=100), required=False, default=list, max_length=20
+        child=serializers.CharField(max_length=limits.TAG_MAX_LENGTH),
+        required=False,
+        default=list,
+        max_length=limits.MAX_TAGS,
     )
 
 
 class JobSubmitSerializer(JobFieldsSerializer):
     run_at = AwareDateTimeField(required=False, allow_null=True, default=None)
     delay_seconds = serializers.FloatField(
-        min_value=0, max_value=366 * 24 * 3600, required=False, allow_null=True, default=None
+        min_value=0,
+        max_value=limits.DELAY_SECONDS_MAX,
+        required=False,
+        allow_null=True,
+        default=None,
     )
     idempotency_key = serializers.CharField(
-        max_length=255, required=False, allow_null=True, default=None
+        max_length=limits.IDEMPOTENCY_KEY_MAX_LENGTH, required=False, allow_null=True, default=None
     )
     depends_on = serializers.ListField(
-        child=serializers.UUIDField(), required=False, default=list, max_length=1000
+        child=serializers.UUIDField(),
+        required=False,
+        default=list,
+        max_length=limits.PARENT_LIST_PARSE_CAP,
     )
     on_parent_failure = serializers.ChoiceField(
         choices=ParentFailure.choices,
@@ -74,9 +98,14 @@ class JobSubmitSerializer(JobFieldsSerializer):
 
 
 class BatchItemSerializer(JobSubmitSerializer):
-    ref = serializers.CharField(max_length=100, required=False, allow_null=True, default=None)
+    ref = serializers.CharField(
+        max_length=limits.REF_MAX_LENGTH, required=False, allow_null=True, default=None
+    )
     depends_on_refs = serializers.ListField(
-        child=serializers.CharField(max_length=100), required=False, default=list, max_length=1000
+        child=serializers.CharField(max_length=limits.REF_MAX_LENGTH),
+        required=False,
+        default=list,
+        max_length=limits.PARENT_LIST_PARSE_CAP,
     )
 
 
@@ -117,7 +146,7 @@ class BatchSubmitSerializer(StrictSerializer):
 
 
 class JobSerializer(serializers.ModelSerializer):
-    """The job representation of shared/API.md."""
+    """The API's job representation (its fields are documented in the OpenAPI schema)."""
 
     queue = serializers.SerializerMethodField()
     worker = serializers.UUIDField(source="worker_id", allow_null=True)
@@ -193,9 +222,9 @@ class LogSerializer(serializers.ModelSerializer):
 
 class BulkFilterSerializer(StrictSerializer):
     state = serializers.ChoiceField(choices=JobState.choices, required=False)
-    queue = serializers.CharField(max_length=100, required=False)
-    job_type = serializers.CharField(max_length=200, required=False)
-    tag = serializers.CharField(max_length=100, required=False)
+    queue = serializers.CharField(max_length=limits.QUEUE_NAME_MAX_LENGTH, required=False)
+    job_type = serializers.CharField(max_length=limits.JOB_TYPE_MAX_LENGTH, required=False)
+    tag = serializers.CharField(max_length=limits.TAG_MAX_LENGTH, required=False)
 
 
 class BulkActionSerializer(StrictSerializer):

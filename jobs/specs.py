@@ -16,22 +16,13 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from jobs import limits
 from jobs.exceptions import DependencyCycle
 from jobs.models import JobState, ParentFailure
 from taskforge import conf
-from taskforge.lib.errors import PayloadTooLarge, ValidationFailed
+from taskforge.lib.errors import PayloadTooLarge, ValidationFailed, field_error
 
-MAX_TAGS = 20
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-MAX_DELAY_SECONDS = 366 * 24 * 3600
-
-# Graph limits, checked before anything is written. A job's parents are depends_on and
-# depends_on_refs together: every parent is one edge row and one count in pending_parents,
-# and a job with thousands of parents is a fan-in better expressed as a batch callback.
-MAX_PARENTS_PER_JOB = 100
-# Edges of one batch (the sum of its jobs' parents): bounds the rows one submit inserts and
-# the work of one failure cascade through the graph.
-MAX_EDGES_PER_BATCH = 10_000
 
 # The payload key a batch callback receives its batch's summary under (see callback_payload).
 BATCH_SUMMARY_KEY = "batch"
@@ -63,11 +54,7 @@ class JobSpec:
 
 
 def _fail(index: int | None, field_name: str, message: str) -> ValidationFailed:
-    where = field_name if index is None else f"jobs[{index}].{field_name}"
-    details: dict[str, Any] = {"field": field_name}
-    if index is not None:
-        details["index"] = index
-    return ValidationFailed(f"{where}: {message}", details=details)
+    return field_error(field_name, message, index=index)
 
 
 def _check_text(index: int | None, name: str, value: object, *, max_length: int) -> None:
@@ -93,11 +80,14 @@ def encode_payload(index: int | None, payload: Any, *, name: str = "payload") ->
     limit = conf.max_payload_bytes()
     # Each character is at most 4 bytes of UTF-8: skip the encode for the common small payload.
     if len(text) * 4 > limit and (size := len(text.encode())) > limit:
-        where = name if index is None else f"jobs[{index}].{name}"
-        details: dict[str, Any] = {"field": name, "limit_bytes": limit, "size_bytes": size}
-        if index is not None:
-            details["index"] = index
-        raise PayloadTooLarge(f"{where} is {size} bytes; the limit is {limit}", details=details)
+        raise field_error(
+            name,
+            f"{size} bytes; the limit is {limit}",
+            index=index,
+            error=PayloadTooLarge,
+            limit_bytes=limit,
+            size_bytes=size,
+        )
     # jsonb cannot store the NUL character, even escaped. An escaped backslash followed by
     # "u0000" is ordinary text, hence the look-behind for an even run of backslashes.
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
@@ -107,13 +97,25 @@ def encode_payload(index: int | None, payload: Any, *, name: str = "payload") ->
 
 def validate_spec(index: int | None, spec: JobSpec) -> str:
     """Check one spec's own fields; return its payload as JSON text."""
-    _check_text(index, "queue", spec.queue, max_length=100)
-    _check_text(index, "job_type", spec.job_type, max_length=200)
-    _check_int(index, "priority", spec.priority, 0, 9)
+    _check_text(index, "queue", spec.queue, max_length=limits.QUEUE_NAME_MAX_LENGTH)
+    _check_text(index, "job_type", spec.job_type, max_length=limits.JOB_TYPE_MAX_LENGTH)
+    _check_int(index, "priority", spec.priority, limits.PRIORITY_MIN, limits.PRIORITY_MAX)
     if spec.max_attempts is not None:
-        _check_int(index, "max_attempts", spec.max_attempts, 1, 1000)
+        _check_int(
+            index,
+            "max_attempts",
+            spec.max_attempts,
+            limits.MAX_ATTEMPTS_MIN,
+            limits.MAX_ATTEMPTS_MAX,
+        )
     if spec.timeout_seconds is not None:
-        _check_int(index, "timeout_seconds", spec.timeout_seconds, 1, 7 * 24 * 3600)
+        _check_int(
+            index,
+            "timeout_seconds",
+            spec.timeout_seconds,
+            limits.TIMEOUT_SECONDS_MIN,
+            limits.TIMEOUT_SECONDS_MAX,
+        )
     if spec.run_at is not None and spec.delay_seconds is not None:
         raise _fail(index, "run_at", "give run_at or delay_seconds, not both")
     if spec.run_at is not None and spec.run_at.tzinfo is None:
@@ -126,16 +128,21 @@ def validate_spec(index: int | None, spec: JobSpec) -> str:
             or not math.isfinite(delay)
         ):
             raise _fail(index, "delay_seconds", "must be a number")
-        if not 0 <= delay <= MAX_DELAY_SECONDS:
-            raise _fail(index, "delay_seconds", f"must be from 0 to {MAX_DELAY_SECONDS}")
+        if not 0 <= delay <= limits.DELAY_SECONDS_MAX:
+            raise _fail(index, "delay_seconds", f"must be from 0 to {limits.DELAY_SECONDS_MAX}")
     if spec.idempotency_key is not None:
-        _check_text(index, "idempotency_key", spec.idempotency_key, max_length=255)
-    if len(spec.tags) > MAX_TAGS:
-        raise _fail(index, "tags", f"at most {MAX_TAGS} tags")
+        _check_text(
+            index,
+            "idempotency_key",
+            spec.idempotency_key,
+            max_length=limits.IDEMPOTENCY_KEY_MAX_LENGTH,
+        )
+    if len(spec.tags) > limits.MAX_TAGS:
+        raise _fail(index, "tags", f"at most {limits.MAX_TAGS} tags")
     for tag in spec.tags:
-        _check_text(index, "tags", tag, max_length=100)
+        _check_text(index, "tags", tag, max_length=limits.TAG_MAX_LENGTH)
     if spec.ref is not None:
-        _check_text(index, "ref", spec.ref, max_length=100)
+        _check_text(index, "ref", spec.ref, max_length=limits.REF_MAX_LENGTH)
     if spec.on_parent_failure not in ParentFailure.values:
         raise _fail(index, "on_parent_failure", f"must be one of {ParentFailure.values}")
     # A parent named twice would count twice in pending_parents but make one edge: the child
@@ -147,23 +154,23 @@ def validate_spec(index: int | None, spec: JobSpec) -> str:
         if len(set(parents)) != len(parents):
             raise _fail(index, name, "names the same parent twice")
     count = len(spec.depends_on) + len(spec.depends_on_refs)
-    if count > MAX_PARENTS_PER_JOB:
+    if count > limits.MAX_PARENTS_PER_JOB:
         raise _fail(
             index,
             "depends_on_refs" if spec.depends_on_refs else "depends_on",
-            f"at most {MAX_PARENTS_PER_JOB} parents per job (depends_on and depends_on_refs "
+            f"at most {limits.MAX_PARENTS_PER_JOB} parents per job (depends_on and depends_on_refs "
             f"together), got {count}",
         )
     return encode_payload(index, spec.payload)
 
 
 def check_graph_size(specs: Sequence[JobSpec]) -> None:
-    """Refuse a batch with more than MAX_EDGES_PER_BATCH dependency edges."""
+    """Refuse a batch with more than limits.MAX_EDGES_PER_BATCH dependency edges."""
     edges = sum(len(s.depends_on) + len(s.depends_on_refs) for s in specs)
-    if edges > MAX_EDGES_PER_BATCH:
+    if edges > limits.MAX_EDGES_PER_BATCH:
         raise ValidationFailed(
-            f"jobs: at most {MAX_EDGES_PER_BATCH} dependencies per batch, got {edges}",
-            details={"field": "jobs", "limit": MAX_EDGES_PER_BATCH},
+            f"jobs: at most {limits.MAX_EDGES_PER_BATCH} dependencies per batch, got {edges}",
+            details={"field": "jobs", "limit": limits.MAX_EDGES_PER_BATCH},
         )
 
 

@@ -1,4 +1,4 @@
-"""Schedule API shapes (shared/API.md "Schedules"): input serializers check types and ranges;
+"""Schedule API shapes (docs/schedules.md): input serializers check types and ranges;
 the cron expression, timezone, queue and plan limits are checked by
 jobs/schedules/services.py, which answers 400 naming the field."""
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from jobs import limits
 from jobs.models import CatchUp, Overlap, Schedule, ScheduleRun
 from taskforge.lib.serializers import StrictBooleanField, StrictCharField, StrictSerializer
 
@@ -25,10 +26,12 @@ class ScheduleInputSerializer(StrictSerializer):
     timezone = StrictCharField(
         max_length=64, required=False, help_text="IANA name, e.g. Europe/Berlin. Default UTC."
     )
-    queue = StrictCharField(max_length=100)
-    job_type = StrictCharField(max_length=200)
+    queue = StrictCharField(max_length=limits.QUEUE_NAME_MAX_LENGTH)
+    job_type = StrictCharField(max_length=limits.JOB_TYPE_MAX_LENGTH)
     payload = serializers.JSONField(required=False)
-    priority = serializers.IntegerField(min_value=0, max_value=9, required=False)
+    priority = serializers.IntegerField(
+        min_value=limits.PRIORITY_MIN, max_value=limits.PRIORITY_MAX, required=False
+    )
     enabled = StrictBooleanField(required=False)
     overlap = serializers.ChoiceField(
         choices=Overlap.choices,

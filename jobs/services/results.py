@@ -17,7 +17,7 @@ from jobs.exceptions import StaleLease
 from jobs.models import ExecutionLog, Job, JobExecution, JobState, LogLevel
 from jobs.services import batches, graph, lookup
 from jobs.specs import encode_payload
-from taskforge.lib.errors import ValidationFailed
+from taskforge.lib.errors import ValidationFailed, field_error
 
 # --- Results ---------------------------------------------------------------------------------
 
@@ -125,14 +125,12 @@ def append_logs(
     for index, entry in enumerate(entries):
         level, message = entry.get("level", LogLevel.INFO), entry.get("message")
         if level not in LogLevel.values:
-            raise ValidationFailed(
-                f"entries[{index}].level: must be one of {LogLevel.values}",
-                details={"field": "level", "index": index},
+            raise field_error(
+                "level", f"must be one of {LogLevel.values}", index=index, items="entries"
             )
         if not isinstance(message, str) or "\x00" in message:
-            raise ValidationFailed(
-                f"entries[{index}].message: must be a string without NUL",
-                details={"field": "message", "index": index},
+            raise field_error(
+                "message", "must be a string without NUL", index=index, items="entries"
             )
         metadata = entry.get("metadata") or {}
         encode_payload(index, metadata, name="metadata")

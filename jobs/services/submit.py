@@ -28,7 +28,7 @@ from jobs.specs import (
     validate_spec,
 )
 from taskforge import conf
-from taskforge.lib.errors import ValidationFailed
+from taskforge.lib.errors import ValidationFailed, field_error
 from taskforge.lib.ids import uuid7
 
 _IDEMPOTENCY_RETRIES = 3
@@ -205,12 +205,6 @@ def _existing_batch_id(project: Project, ids: list[UUID]) -> UUID | None:
     )
 
 
-def _where(as_batch: bool, index: int, name: str) -> tuple[str, dict[str, Any]]:
-    prefix = f"jobs[{index}]." if as_batch else ""
-    details: dict[str, Any] = {"field": name, **({"index": index} if as_batch else {})}
-    return prefix + name, details
-
-
 def _resolve_queues(
     project: Project,
     specs: Sequence[JobSpec],
@@ -224,8 +218,9 @@ def _resolve_queues(
     queues, now = queries.submit_queues(project.pk, sorted(names))
     for index, spec in enumerate(specs):
         if spec.queue not in queues:
-            where, details = _where(as_batch, index, "queue")
-            raise ValidationFailed(f"{where}: no queue named {spec.queue!r}", details=details)
+            raise field_error(
+                "queue", f"no queue named {spec.queue!r}", index=index if as_batch else None
+            )
     for name, spec in callbacks.items():
         if spec.queue not in queues:
             raise ValidationFailed(
@@ -263,8 +258,11 @@ def _lock_parents(project: Project, specs: Sequence[JobSpec], *, as_batch: bool)
     for index, spec in enumerate(specs):
         for parent in spec.depends_on:
             if parent not in found:
-                where, details = _where(as_batch, index, "depends_on")
-                raise ValidationFailed(f"{where}: no job {parent} in this project", details=details)
+                raise field_error(
+                    "depends_on",
+                    f"no job {parent} in this project",
+                    index=index if as_batch else None,
+                )
     return found
 
 

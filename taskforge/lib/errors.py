@@ -1,12 +1,12 @@
 """The base of every domain error: a machine-readable code and the HTTP status it maps to.
 
 Services raise subclasses (defined in each app's exceptions.py); the API's exception handler
-turns any of them into the error envelope of shared/API.md in one place.
+turns any of them into the API's error envelope (docs/api.md) in one place.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 
 class TaskForgeError(Exception):
@@ -42,3 +42,23 @@ class PayloadTooLarge(TaskForgeError):
 class QuotaExceeded(TaskForgeError):
     code = "quota_exceeded"
     http_status = 402
+
+
+E = TypeVar("E", bound=TaskForgeError)
+
+
+def field_error(
+    field: str,
+    message: str,
+    *,
+    index: int | None = None,
+    items: str = "jobs",
+    error: type[E] = ValidationFailed,  # type: ignore[assignment]
+    **details: Any,
+) -> E:
+    """An error about one field, in the shape every input error has: the message starts with
+    where the field is (``priority``, or ``jobs[3].priority`` for the fourth item of a list
+    called ``items``), and details name the field (and the item's index)."""
+    where = field if index is None else f"{items}[{index}].{field}"
+    located: dict[str, Any] = {"field": field, **({} if index is None else {"index": index})}
+    return error(f"{where}: {message}", details={**located, **details})

@@ -4,8 +4,9 @@ and the graph limits."""
 import pytest
 
 from jobs import services
+from jobs.limits import MAX_EDGES_PER_BATCH, MAX_PARENTS_PER_JOB
 from jobs.models import Job, JobDependency, JobState, ParentFailure
-from jobs.specs import MAX_EDGES_PER_BATCH, MAX_PARENTS_PER_JOB, JobSpec
+from jobs.specs import JobSpec
 from taskforge.lib.errors import ValidationFailed
 from tests.jobs.test_dag import claim, complete, register, state
 

@@ -46,7 +46,8 @@ class Worker(models.Model):
     # Concurrent job slots.
     capacity = models.PositiveIntegerField(default=1)
     last_heartbeat = models.DateTimeField(default=timezone.now)
-    # Push delivery: jobs are POSTed here (signed) instead of long-polled.
+    # Reserved for push delivery (jobs POSTed to the worker), which TaskForge does not offer
+    # yet: stored and shown as registered, never called. Workers long-poll for their jobs.
     endpoint_url = models.URLField(blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)

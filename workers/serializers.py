@@ -1,4 +1,4 @@
-"""Worker protocol shapes (shared/API.md "Worker protocol")."""
+"""Worker protocol shapes (docs/api.md#the-worker-protocol)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,13 @@ class RegisterWorkerSerializer(StrictSerializer):
     worker_type = serializers.ChoiceField(choices=WorkerType.choices, default=WorkerType.GENERAL)
     capacity = serializers.IntegerField(min_value=1, max_value=10_000, default=1)
     queues = QueueWeightSerializer(many=True, allow_empty=False)
-    endpoint_url = serializers.URLField(required=False, allow_blank=True, default="")
+    endpoint_url = serializers.URLField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Reserved for push delivery, which is not offered yet: stored and shown, never "
+        "called. Workers fetch their jobs by long-polling.",
+    )
     metadata = serializers.DictField(required=False, default=dict)
 
 

@@ -1,4 +1,4 @@
-"""Worker protocol endpoints (shared/API.md "Worker protocol"): API keys with scope `workers`.
+"""Worker protocol endpoints (docs/api.md#the-worker-protocol): API keys with scope `workers`.
 
 The long-poll (GET /workers/{id}/jobs?wait=) first hands over what is already assigned; if
 nothing is, it sleeps on this process's notification hub until the dispatcher NOTIFYs the
@@ -19,9 +19,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.api_base import TenantAPIView, note_cross_tenant_attempt, organization_of, project_of
-from jobs import queries
 from jobs.models import Job, JobState
-from jobs.services import ResultItem, report_results
+from jobs.services import AssignedJob, Outcome, ResultItem, report_results, worker_channel
 from taskforge.lib.errors import NotFound, ValidationFailed
 from taskforge.lib.pagination import paginate
 from taskforge.lib.serializers import page_of
@@ -217,7 +216,7 @@ class WorkerJobsApi(TenantAPIView):
         return Response({"jobs": [_assigned(job) for job in jobs]})
 
     def _wait_for_jobs(self, project: Any, worker: Worker, limit: int, wait: int) -> list[Any]:
-        channel = queries.worker_channel(worker.pk)
+        channel = worker_channel(worker.pk)
         deadline = time.monotonic() + wait
         event = hub().subscribe(channel)
         try:
@@ -246,7 +245,7 @@ def _still_serving(project: Any, worker: Worker) -> bool:
     return status is not None and status != WorkerStatus.DRAINING
 
 
-def _assigned(job: queries.AssignedJob) -> dict[str, Any]:
+def _assigned(job: AssignedJob) -> dict[str, Any]:
     return {
         "id": str(job.id),
         "job_type": job.job_type,
@@ -289,7 +288,7 @@ class WorkerResultsApi(TenantAPIView):
         )
 
 
-def _outcome(job_id: Any, outcome: queries.Outcome | None) -> dict[str, Any]:
+def _outcome(job_id: Any, outcome: Outcome | None) -> dict[str, Any]:
     if outcome is None:
         return {"job_id": str(job_id), "outcome": "conflict"}
     body: dict[str, Any] = {"job_id": str(job_id), "outcome": outcome.state}

@@ -14,6 +14,8 @@ The hot statements they run are in jobs/sql/, executed by jobs/queries.py. Calle
 from here (``from jobs import services``); the modules are the places to read.
 """
 
+# What the engine's statements hand back, for callers that pass it on (the worker protocol).
+from jobs.queries import AssignedJob, Outcome, worker_channel
 from jobs.services.actions import cancel_job, purge_queue, retry_job
 from jobs.services.batches import (
     CALLBACK_NAMES,
@@ -37,8 +39,10 @@ from jobs.services.submit import Submitted, enqueue_in_transaction, submit_job, 
 __all__ = [
     "BULK_LIMIT",
     "CALLBACK_NAMES",
+    "AssignedJob",
     "BatchStatus",
     "JobFilter",
+    "Outcome",
     "ResultItem",
     "Submitted",
     "append_logs",
@@ -57,4 +61,5 @@ __all__ = [
     "retry_job",
     "submit_job",
     "submit_jobs",
+    "worker_channel",
 ]

@@ -1,4 +1,4 @@
-"""Handlers for bench/e2e.py: a no-op that records when it started, as PERFORMANCE.md measures.
+"""Handlers for bench/e2e.py: a no-op that records when it started, as the queue comparison does.
 
 Each job appends one fixed-width line "index enqueue_time start_time" to the file named by
 TASKFORGE_BENCH_RECORDS (O_APPEND writes of one line are atomic), so the harness counts

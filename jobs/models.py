@@ -72,20 +72,6 @@ class Batch(models.Model):
         return self.on_complete is not None or self.on_success is not None
 
 
-class JobQuerySet(TenantQuerySet["Job"]):
-    def pending(self) -> JobQuerySet:
-        return self.filter(state=JobState.PENDING)
-
-    def processing(self) -> JobQuerySet:
-        return self.filter(state=JobState.PROCESSING)
-
-    def terminal(self) -> JobQuerySet:
-        return self.filter(state__in=TERMINAL_STATES)
-
-    def for_queue(self, queue: Queue) -> JobQuerySet:
-        return self.filter(queue=queue)
-
-
 class Job(models.Model):
     """One unit of work. Hot columns are changed only by the SQL in jobs/sql/."""
 
@@ -125,7 +111,7 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    objects = JobQuerySet.as_manager()
+    objects = TenantQuerySet["Job"].as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

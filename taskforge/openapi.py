@@ -1,4 +1,4 @@
-"""drf-spectacular postprocessing hook: the error envelope of shared/API.md on every operation."""
+"""drf-spectacular hook: the error envelope (docs/api.md#errors) on every operation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Schedule endpoints of shared/API.md: list, create, detail, update, delete, preview,
+"""Schedule endpoints (docs/schedules.md): list, create, detail, update, delete, preview,
 trigger, and the run history."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from jobs import api, queue_api
+from jobs import api
 from jobs.schedules import api as schedule_api
 
 app_name = "jobs"
@@ -38,7 +38,4 @@ urlpatterns = [
         schedule_api.ScheduleRunsApi.as_view(),
         name="schedule-runs",
     ),
-    # --- queue endpoints served by jobs (queue_api.py) ---
-    path("queues/<str:name>/purge", queue_api.QueuePurgeApi.as_view(), name="queue-purge"),
-    path("queues/<str:name>/stats", queue_api.QueueStatsApi.as_view(), name="queue-stats"),
 ]

@@ -1,7 +1,8 @@
-"""Queue endpoints of shared/API.md: list, create, detail, update, delete, pause, resume.
+"""Queue endpoints (docs/api.md): list, create, detail, update, pause, resume.
 
-Purge and stats work on the queue's jobs, and jobs sit above queues: they live in
-jobs/queue_api.py.
+Delete, purge and stats work on the queue's jobs (and stats on its workers), which sit in
+higher apps: they live in taskforge/queue_api.py, whose QueueDetailApi adds DELETE to the one
+here. taskforge/queue_urls.py lists every queue route.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from accounts.api_base import TenantAPIView, actor_of, project_of
 from queues import services
 from queues.models import Queue
 from queues.serializers import (
-    DeleteParamsSerializer,
     EmptyBodySerializer,
     QueueInputSerializer,
     QueuePageSerializer,
@@ -76,6 +76,7 @@ class QueueListApi(TenantAPIView):
         return Response(QueueSerializer(queue).data, status=status.HTTP_201_CREATED)
 
 
+# GET and PATCH; the route's view, taskforge.queue_api.QueueDetailApi, adds DELETE.
 class QueueDetailApi(TenantAPIView):
     scopes = QUEUE_SCOPES
 
@@ -99,20 +100,6 @@ class QueueDetailApi(TenantAPIView):
             queue, changes=serializer.to_fields(), actor=actor_of(request)
         )
         return Response(QueueSerializer(queue).data)
-
-    @extend_schema(
-        summary="Delete a queue with its jobs",
-        description="Refused with 409 while the queue has unfinished (blocked, scheduled, "
-        "pending or processing) jobs, unless `?force=true`.",
-        parameters=[OpenApiParameter("force", OpenApiTypes.BOOL, default=False)],
-        responses={204: None},
-    )
-    def delete(self, request: Request, name: str) -> Response:
-        queue = services.get_queue(project_of(request), name)
-        params = DeleteParamsSerializer(data=request.query_params)
-        params.is_valid(raise_exception=True)
-        services.delete_queue(queue, force=params.validated_data["force"], actor=actor_of(request))
-        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class QueuePauseApi(TenantAPIView):

@@ -1,7 +1,8 @@
-"""Queue operator actions: create, update, delete, pause, resume.
+"""Queue operator actions on the queue row: create, update, pause, resume; lock and delete.
 
-Purging lives in jobs.services (it deletes jobs). Queues sit below jobs, so this module reaches
-a queue's jobs only through the reverse relation ``queue.jobs`` and never imports jobs.
+Purge, stats and deletion work on the queue's jobs too, which sit in a higher app: they live
+in taskforge/queue_ops.py, which calls lock_queue() and delete_locked_queue() from here. This
+module knows nothing of jobs or workers.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count
 
 from accounts.audit import SYSTEM, Actor, record_audit
 from accounts.models import Project
@@ -36,9 +36,6 @@ EDITABLE_FIELDS = frozenset(
         "retention_days",
     }
 )
-# Job states that mean "work not yet done": deleting a queue would silently drop them.
-# Literal states, not jobs.models.JobState: jobs sits above queues.
-UNFINISHED_JOB_STATES = ("blocked", "scheduled", "pending", "processing")
 
 
 class QueueNotFound(NotFound):
@@ -46,10 +43,6 @@ class QueueNotFound(NotFound):
 
 
 class QueueNameTaken(Conflict):
-    pass
-
-
-class QueueNotEmpty(Conflict):
     pass
 
 
@@ -94,7 +87,7 @@ def update_queue(queue: Queue, *, changes: Mapping[str, Any], actor: Actor = SYS
     try:
         with transaction.atomic(durable=True):
             # Lock the row: two PATCHes must not each validate against the other's old values.
-            locked = _locked(queue)
+            locked = lock_queue(queue)
             before = _snapshot(locked, changes)
             for field, value in changes.items():
                 setattr(locked, field, value)
@@ -120,54 +113,38 @@ def update_queue(queue: Queue, *, changes: Mapping[str, Any], actor: Actor = SYS
     return locked
 
 
-def delete_queue(queue: Queue, *, force: bool = False, actor: Actor = SYSTEM) -> int:
-    """Delete the queue with its jobs, schedules and worker assignments; return the jobs deleted.
+def lock_queue(queue: Queue) -> Queue:
+    """The queue's row read again and locked FOR UPDATE until the caller's transaction ends;
+    QueueNotFound if it was deleted since the caller read it.
 
-    Refuse (QueueNotEmpty) while the queue has unfinished jobs, unless ``force``.
+    FOR UPDATE conflicts with the FOR KEY SHARE lock that inserting a row pointing at the
+    queue (a job, say) takes on it: while it is held nothing joins the queue, and an insert
+    racing the lock either commits first or waits and then fails its foreign-key check.
     """
-    with transaction.atomic(durable=True):
-        # FOR UPDATE conflicts with the FOR KEY SHARE lock that inserting a job takes on its
-        # queue row: a submission racing this delete either commits first (and is counted
-        # below) or waits and then fails its foreign key check; it never lands in a dead queue.
-        locked = _locked(queue)
-        counts = dict(
-            locked.jobs.filter(state__in=UNFINISHED_JOB_STATES)
-            .values("state")
-            .annotate(n=Count("*"))
-            .values_list("state", "n")
+    try:
+        return (
+            Queue.objects.for_project(queue.project)
+            .select_related("project")
+            .select_for_update(of=("self",))
+            .get(pk=queue.pk)
         )
-        unfinished = sum(counts.values())
-        if unfinished and not force:
-            raise QueueNotEmpty(
-                f"queue {locked.name!r} has {unfinished} unfinished job(s); "
-                "cancel or purge them first, or delete with ?force=true",
-                details={"queue": locked.name, "unfinished_jobs": counts},
-            )
-        # Deleting a parent would leave its waiting children in other queues blocked forever
-        # (nothing would ever release or cancel them): refuse even with force.
-        dependents = (
-            locked.jobs.filter(state__in=UNFINISHED_JOB_STATES, child_edges__isnull=False)
-            .exclude(child_edges__child__queue=locked)
-            .count()
-        )
-        if dependents:
-            raise QueueNotEmpty(
-                f"{dependents} unfinished job(s) of queue {locked.name!r} have dependent jobs in "
-                "other queues; cancel them first (POST /api/v1/jobs/bulk), then delete",
-                details={"queue": locked.name, "jobs_with_dependents_elsewhere": dependents},
-            )
-        jobs = locked.jobs.count()
-        locked.delete()
-        record_audit(
-            queue.organization_id,
-            "queue.deleted",
-            actor=actor,
-            project=queue.project,
-            target_type="queue",
-            target_id=queue.name,
-            metadata={"queue_id": str(queue.pk), "force": force, "jobs_deleted": jobs},
-        )
-    return jobs
+    except Queue.DoesNotExist:  # deleted since the caller read it
+        raise QueueNotFound(
+            f"queue {queue.name!r} not found", details={"queue": queue.name}
+        ) from None
+
+
+def delete_locked_queue(locked: Queue) -> None:
+    """Delete the queue's row, locked by lock_queue() in the caller's transaction, once the
+    caller has deleted what must not go silently (its jobs: taskforge/queue_ops.py).
+
+    What else points at the row goes with it by its foreign key's CASCADE, through Django's
+    collector: its schedules (their run history in one statement) and worker assignments.
+    The collector, and the foreign-key check at commit, also look for jobs still in the queue
+    (there are none left by then); with no index on jobs_job.queue_id alone (its indexes are
+    partial, by state), each of those looks is a scan of the jobs table.
+    """
+    locked.delete()
 
 
 def pause_queue(queue: Queue, *, actor: Actor = SYSTEM) -> Queue:
@@ -196,20 +173,6 @@ def _set_paused(queue: Queue, *, paused: bool, actor: Actor) -> Queue:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def _locked(queue: Queue) -> Queue:
-    try:
-        return (
-            Queue.objects.for_project(queue.project)
-            .select_related("project")
-            .select_for_update(of=("self",))
-            .get(pk=queue.pk)
-        )
-    except Queue.DoesNotExist:  # deleted since the caller read it
-        raise QueueNotFound(
-            f"queue {queue.name!r} not found", details={"queue": queue.name}
-        ) from None
 
 
 def _check_fields(fields: Mapping[str, Any]) -> None:

@@ -1,15 +1,17 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from taskforge import health
+from taskforge.lib import api_errors
 
 handler404 = "taskforge.lib.api_errors.json_404"
 handler500 = "taskforge.lib.api_errors.json_500"
 
 api_v1 = [
     path("", include("accounts.urls")),
-    path("", include("queues.urls")),
+    # Every queue route, the queues app's and those reaching its jobs and workers.
+    path("", include("taskforge.queue_urls")),
     path("", include("jobs.urls")),
     path("", include("workers.urls")),
 ]
@@ -21,5 +23,7 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # Last of the /api/ routes: what none of them matched gets the JSON envelope.
+    re_path(r"^api/", api_errors.api_not_found),
     path("", include("django_prometheus.urls")),
 ]

@@ -1,4 +1,4 @@
-"""An operator's actions on one job (cancel, retry) and on a queue's waiting jobs (purge)."""
+"""An operator's actions on one job: cancel, retry (a queue's purge: queue_jobs.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from accounts.models import Project
 from jobs import queries
 from jobs.exceptions import JobNotCancellable, JobNotRetryable
 from jobs.models import ExecutionStatus, Job, JobExecution, JobState
-from jobs.services import batches, graph, lookup
-from queues.models import Queue
+from jobs.services import graph, lookup
 
 # --- Operator actions --------------------------------------------------------------------------
 
@@ -86,30 +85,3 @@ def retry_job(project: Project, job_id: UUID, *, actor: Actor = SYSTEM) -> Job:
             target_id=job.pk,
         )
     return lookup.get_job(project, job_id)
-
-
-def purge_queue(queue: Queue, *, actor: Actor = SYSTEM) -> int:
-    """Delete the queue's pending and scheduled jobs; their waiting descendants are cancelled."""
-    with transaction.atomic(durable=True):
-        doomed = Job.objects.for_project(queue.project).filter(
-            queue=queue, state__in=(JobState.PENDING, JobState.SCHEDULED)
-        )
-        rows = list(doomed.select_for_update(skip_locked=True).values_list("pk", "batch_id"))
-        ids = [pk for pk, _ in rows]
-        roots = [(pk, f"cancelled: parent job {pk} was purged") for pk in ids]
-        cascade = queries.cancel_descendants(roots)
-        if cascade.released:
-            queries.notify([queries.DISPATCH_CHANNEL])
-        Job.objects.for_project(queue.project).filter(pk__in=ids).delete()
-        # After the delete: the purged jobs no longer count as unfinished.
-        batches.fire_batch_callbacks({batch_id for _, batch_id in rows} | cascade.owed_batches)
-        record_audit(
-            queue.organization_id,
-            "queue.purged",
-            actor=actor,
-            project=queue.project,
-            target_type="queue",
-            target_id=queue.name,
-            metadata={"deleted": len(ids)},
-        )
-    return len(ids)

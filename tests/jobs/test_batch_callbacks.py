@@ -9,6 +9,7 @@ from jobs import services
 from jobs.models import Batch, Job, JobState
 from jobs.specs import JobSpec
 from queues import services as queue_services
+from taskforge import queue_ops
 from taskforge.lib.errors import PayloadTooLarge, ValidationFailed
 from tests.jobs.test_dag import claim, register
 from workers.dispatcher import Dispatcher
@@ -152,7 +153,7 @@ def test_bulk_actions_that_finish_the_batch_fire_the_callback(project, worker, a
 
 def test_purging_the_last_jobs_fires_the_callback(project, worker, queue):
     submit(project, on_complete=CALLBACK)
-    services.purge_queue(queue)
+    queue_ops.purge_queue(queue)
     (callback,) = callback_jobs(project)
     assert callback.payload["batch"]["succeeded"] is False
 
@@ -192,7 +193,7 @@ def test_a_callback_whose_queue_is_gone_is_skipped_without_refusing_the_result(
     project, worker, callbacks_queue
 ):
     submitted = submit(project, count=1, on_complete=CALLBACK)
-    queue_services.delete_queue(callbacks_queue)
+    queue_ops.delete_queue(callbacks_queue)
     tokens = claim(project, worker)
     finish_all(project, tokens, submitted.ids)
     assert Job.objects.for_project(project).get(pk=submitted.ids[0]).state == JobState.SUCCEEDED
@@ -209,7 +210,7 @@ def test_the_sweep_fires_a_finished_batch_that_still_owes_its_callback(project, 
     specs = [JobSpec(queue="doomed", job_type="t") for _ in range(2)]
     submitted = services.submit_jobs(project, specs, on_complete=CALLBACK)
     # A forced queue delete removes the batch's jobs without going through a job service.
-    queue_services.delete_queue(queue_services.get_queue(project, "doomed"), force=True)
+    queue_ops.delete_queue(queue_services.get_queue(project, "doomed"), force=True)
     assert callback_jobs(project) == []
 
     assert services.fire_owed_batch_callbacks(limit=10) == 1
@@ -223,7 +224,7 @@ def test_the_dispatchers_sweep_step_fires_owed_callbacks(project, worker, make_q
     make_queue("doomed")
     specs = [JobSpec(queue="doomed", job_type="t") for _ in range(2)]
     services.submit_jobs(project, specs, on_complete=CALLBACK)
-    queue_services.delete_queue(queue_services.get_queue(project, "doomed"), force=True)
+    queue_ops.delete_queue(queue_services.get_queue(project, "doomed"), force=True)
     Dispatcher(poll_interval=0.1, batch_size=100).tick()
     assert len(callback_jobs(project)) == 1
 

@@ -7,6 +7,7 @@ from jobs import services
 from jobs.limits import MAX_EDGES_PER_BATCH, MAX_PARENTS_PER_JOB
 from jobs.models import Job, JobDependency, JobState, ParentFailure
 from jobs.specs import JobSpec
+from taskforge import queue_ops
 from taskforge.lib.errors import ValidationFailed
 from tests.jobs.test_dag import claim, complete, register, state
 
@@ -262,7 +263,7 @@ def test_purging_a_parent_releases_its_run_child_and_cancels_its_cancel_child(
     project, worker, queue
 ):
     g = graph(project, node("a"), node("run", "a", policy=RUN), node("cancel", "a"))
-    assert services.purge_queue(queue) == 1
+    assert queue_ops.purge_queue(queue) == 1
     assert state(g["run"]) == JobState.PENDING
     assert fresh(g["cancel"]).last_error == f"cancelled: parent job {g['a'].pk} was purged"
 

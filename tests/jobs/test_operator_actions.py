@@ -10,6 +10,7 @@ from jobs.exceptions import JobNotCancellable, JobNotRetryable, StaleLease
 from jobs.models import ExecutionStatus, Job, JobExecution, JobState
 from jobs.specs import JobSpec
 from queues import services as queue_services
+from taskforge import queue_ops
 from workers import services as worker_services
 from workers.dispatcher import Dispatcher
 
@@ -140,7 +141,7 @@ def test_it_purges_only_the_pending_and_scheduled_jobs_of_the_queue(project, que
     make_queue("elsewhere")
     elsewhere = submit(project, queue="elsewhere")
 
-    assert services.purge_queue(queue) == 3
+    assert queue_ops.purge_queue(queue) == 3
 
     left = dict(Job.objects.all_tenants().values_list("pk", "state"))
     assert left == {
@@ -155,7 +156,7 @@ def test_it_purges_only_the_pending_and_scheduled_jobs_of_the_queue(project, que
 def test_it_cancels_the_blocked_children_of_purged_jobs(project, queue):
     parent = submit(project)
     child = submit(project, depends_on=[parent.pk])
-    assert services.purge_queue(queue) == 1
+    assert queue_ops.purge_queue(queue) == 1
     child.refresh_from_db()
     assert child.state == JobState.CANCELLED
     assert child.last_error == f"cancelled: parent job {parent.pk} was purged"
@@ -202,7 +203,7 @@ def test_it_audits_cancel_and_retry(org, project, queue):
 def test_it_audits_purge_pause_and_resume_with_the_purged_count(org, project, queue):
     submit(project)
     submit(project, delay_seconds=timedelta(hours=1).total_seconds())
-    services.purge_queue(queue)
+    queue_ops.purge_queue(queue)
     queue_services.pause_queue(queue)
     queue_services.resume_queue(queue)
     assert audit_actions(org) == [

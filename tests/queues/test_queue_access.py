@@ -1,4 +1,5 @@
-"""Who may call each queue endpoint: the access trio (STYLE.md rule 50) on every route.
+"""Who may call each queue endpoint: the access trio on every route
+(docs/conventions.md#tests-access-trio).
 
 * unauthenticated -> 401; a key without queue scopes -> 403 (reads and writes);
 * a read-only key or a viewer -> 403 on writes, reads work;
@@ -22,8 +23,8 @@ pytestmark = [
     pytest.mark.covers("queues:detail", "access", "cross_tenant"),
     pytest.mark.covers("queues:pause", "access", "cross_tenant"),
     pytest.mark.covers("queues:resume", "access", "cross_tenant"),
-    pytest.mark.covers("jobs:queue-purge", "access", "cross_tenant"),
-    pytest.mark.covers("jobs:queue-stats", "access", "cross_tenant"),
+    pytest.mark.covers("queues:purge", "access", "cross_tenant"),
+    pytest.mark.covers("queues:stats", "access", "cross_tenant"),
 ]
 
 # (method, path, body); {name} is the queue.

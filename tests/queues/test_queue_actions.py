@@ -108,7 +108,7 @@ def test_actions_answer_404_for_a_missing_queue(api, action):
     assert response.json()["error"]["code"] == "not_found"
 
 
-@pytest.mark.covers("jobs:queue-purge", "happy")
+@pytest.mark.covers("queues:purge", "happy")
 def test_purge_deletes_pending_and_scheduled_jobs_and_leaves_the_rest(
     api, org, project, make_queue
 ):

@@ -382,7 +382,7 @@ def test_force_delete_refuses_while_unfinished_jobs_have_children_in_other_queue
 ):
     from jobs import services as job_services
     from jobs.specs import JobSpec
-    from queues.services import QueueNotEmpty, delete_queue
+    from taskforge.queue_ops import QueueNotEmpty, delete_queue
 
     make_queue("other")
     parent, _ = job_services.submit_job(project, JobSpec(queue="default", job_type="p"))

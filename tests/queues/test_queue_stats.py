@@ -8,8 +8,8 @@ from rest_framework.test import APIClient
 
 from jobs import services as job_services
 from jobs.models import Job, JobExecution, JobState
-from jobs.queue_api import queue_stats
 from jobs.specs import JobSpec
+from taskforge.queue_ops import queue_stats
 from workers import services as worker_services
 from workers.dispatcher import Dispatcher
 
@@ -80,7 +80,7 @@ def world(project, make_queue):
     register(project, "w3", "default", active=False)
 
 
-@pytest.mark.covers("jobs:queue-stats", "happy")
+@pytest.mark.covers("queues:stats", "happy")
 def test_it_reports_the_queues_numbers(api, world):
     response = api.get("/api/v1/queues/default/stats")
     assert response.status_code == 200

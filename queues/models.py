@@ -18,6 +18,14 @@ class Jitter(models.TextChoices):
     NONE = "none"
 
 
+RATE_LIMIT_HELP = (
+    "At most this many of the queue's jobs start per second, counted across all dispatchers "
+    "(a job starts when it is assigned to a worker). A token bucket: idle time saves up a burst "
+    "of at most max(rate, 1) jobs that may start at once; fractional rates work (0.5 = one job "
+    "every 2 s). Null = no limit."
+)
+
+
 class QueueQuerySet(TenantQuerySet["Queue"]):
     def active(self) -> QueueQuerySet:
         return self.filter(paused=False)
@@ -41,7 +49,16 @@ class Queue(models.Model):
     backoff_multiplier = models.FloatField(default=2.0)
     backoff_jitter = models.CharField(max_length=8, choices=Jitter.choices, default=Jitter.FULL)
     timeout_seconds = models.PositiveIntegerField(default=300)
-    rate_limit_per_second = models.FloatField(null=True, blank=True)
+    rate_limit_per_second = models.FloatField(
+        null=True,
+        blank=True,
+        help_text=RATE_LIMIT_HELP,
+    )
+    # The token bucket behind rate_limit_per_second, kept by the dispatcher only
+    # (jobs/sql/lock_rate_limits.sql reads it, jobs/sql/claim_jobs.sql spends it): the tokens
+    # left as of rate_refilled_at. Null means a full bucket (no job started under the limit yet).
+    rate_tokens = models.FloatField(null=True, editable=False)
+    rate_refilled_at = models.DateTimeField(null=True, editable=False)
     retention_days = models.PositiveIntegerField(default=7)
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -1,4 +1,4 @@
-"""Queue API shapes (shared/API.md): input serializers validate, output serializers shape.
+"""Queue API shapes (docs/api.md): input serializers validate, output serializers shape.
 
 The API nests the retry policy as ``backoff: {base_seconds, max_seconds, multiplier, jitter}``;
 the model stores it flat (``backoff_base_seconds``…). ``to_fields()`` maps one to the other.
@@ -10,7 +10,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from queues.models import Jitter, Queue
+from queues.models import RATE_LIMIT_HELP, Jitter, Queue
 from queues.services import NAME_RE
 from taskforge.lib.serializers import JsonStringOnly, StrictSerializer
 
@@ -64,7 +64,11 @@ class QueueInputSerializer(StrictSerializer):
     backoff = BackoffInputSerializer(required=False)
     timeout_seconds = serializers.IntegerField(min_value=1, max_value=7 * DAY, required=False)
     rate_limit_per_second = NumberField(
-        min_value=0.001, max_value=1_000_000, required=False, allow_null=True
+        min_value=0.001,
+        max_value=1_000_000,
+        required=False,
+        allow_null=True,
+        help_text=RATE_LIMIT_HELP,
     )
     retention_days = serializers.IntegerField(min_value=1, max_value=3650, required=False)
 

@@ -27,6 +27,8 @@ class Assignment:
 
 # Smooth weighted round robin "current weight" per (worker, queue), kept by the dispatcher.
 RoundRobinState = dict[tuple[UUID, UUID], int]
+# When the dispatcher last saw each (worker, queue) assignment (its monotonic clock).
+LastSeen = dict[tuple[UUID, UUID], float]
 
 
 def plan_slots(
@@ -83,3 +85,20 @@ def _pick_queue(
     assert best is not None
     state[(worker_id, best.queue_id)] -= total
     return best.queue_id
+
+
+def forget_unseen(
+    state: RoundRobinState, last_seen: LastSeen, *, now: float, keep_for: float
+) -> None:
+    """Drop the round-robin state of (worker, queue) pairs not seen for over ``keep_for`` s.
+
+    Workers that went offline or were deleted, queues paused or deleted, and assignments
+    removed or deactivated stop being seen, so the state does not grow forever. A pair is
+    not dropped the moment it goes unseen: a full worker, or one another dispatcher holds for
+    a tick, comes back with its weights where they were (restarting them from zero would hand
+    a worker freeing one slot at a time to its heaviest queue every time).
+    """
+    for key in [key for key, seen in last_seen.items() if now - seen > keep_for]:
+        del last_seen[key]
+    for key in [key for key in state if key not in last_seen]:
+        del state[key]

@@ -13,6 +13,11 @@
 -- without it the planner may re-run it per joined row and lock more than LIMIT rows.
 -- Each claim issues a fresh lease_token (the fencing token) and records the attempt as a
 -- JobExecution row in the same statement.
+-- Rate limits: the buckets of the rate-limited queues (parallel arrays, empty when none) were
+-- locked and read by lock_rate_limits.sql earlier in this transaction, and the slots of each
+-- queue stay within floor(tokens); "spent" writes each bucket back, less the jobs this
+-- statement actually claimed, under that lock. Queues without a limit are not in the arrays
+-- and their rows are not touched.
 WITH slots AS (
     SELECT *
     FROM unnest(%(worker_ids)s::uuid[], %(queue_ids)s::uuid[], %(slots)s::int[])
@@ -48,8 +53,18 @@ claimed AS (
     FROM locked AS l
     JOIN slots AS s ON s.queue_id = l.queue_id AND s.slot = l.slot
     WHERE job.id = l.id
-    RETURNING job.id, job.organization_id, job.project_id, job.worker_id, job.attempts,
-        job.lease_token
+    RETURNING job.id, job.organization_id, job.project_id, job.queue_id, job.worker_id,
+        job.attempts, job.lease_token
+),
+spent AS (
+    UPDATE queues_queue AS q
+    SET rate_tokens = b.tokens - c.n, rate_refilled_at = b.as_of
+    FROM unnest(
+        %(rate_queue_ids)s::uuid[], %(rate_tokens)s::float8[], %(rate_as_of)s::timestamptz[]
+    ) AS b(queue_id, tokens, as_of)
+    JOIN (SELECT queue_id, count(*) AS n FROM claimed GROUP BY queue_id) AS c
+        ON c.queue_id = b.queue_id
+    WHERE q.id = b.queue_id
 ),
 executions AS (
     INSERT INTO jobs_jobexecution (
@@ -61,6 +76,6 @@ executions AS (
 )
 -- Each worker that got jobs is NOTIFYed here rather than in a statement of its own;
 -- PostgreSQL delivers one notification per channel and payload per transaction, at commit.
-SELECT id, worker_id,
+SELECT id, worker_id, queue_id,
     pg_notify('taskforge_worker_' || replace(worker_id::text, '-', ''), '')
 FROM claimed

@@ -1,17 +1,20 @@
 """The dispatcher's steps against the database: assign, promote, expire, silent workers, NOTIFY."""
 
+import time
 from collections import Counter
 from datetime import timedelta
 
 import psycopg
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from django.db.models.functions import Now
 
 from jobs import queries, services
 from jobs.models import ExecutionStatus, Job, JobExecution, JobState
 from jobs.specs import JobSpec
+from queues.models import Queue
 from taskforge import conf
+from tests.workers.conftest import InThread, wait_until
 from workers import services as worker_services
 from workers.dispatcher import Dispatcher
 from workers.models import Worker, WorkerStatus
@@ -169,3 +172,116 @@ def test_it_notifies_the_worker_channel_when_it_assigns_jobs(project, queue):
 
         notifies = list(listener.notifies(timeout=5, stop_after=1))
     assert [n.channel for n in notifies] == [channel]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_back_to_back_ticks_start_no_more_than_a_rate_limited_queues_burst(project, make_queue):
+    make_queue("limited", rate_limit_per_second=2)
+    register(project, capacity=50, queues=[("limited", 1)])
+    submit_many(project, 20, queue="limited")
+
+    started = time.monotonic()
+    first = Dispatcher(batch_size=100).tick().assigned
+    second = Dispatcher(batch_size=100).tick().assigned
+    elapsed = time.monotonic() - started
+
+    # A full bucket holds the burst, max(rate, 1) = 2, and earns one token every 0.5 s: back to
+    # back (well under 0.5 s), the second dispatcher finds none left.
+    assert first == 2
+    assert second <= int(elapsed * 2), f"{second} more jobs started {elapsed:.3f}s later"
+    assert processing().count() == first + second
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rate_limited_queue_leaves_the_slots_it_cannot_fill_to_the_workers_other_queues(
+    project, make_queue
+):
+    make_queue("limited", rate_limit_per_second=1)
+    make_queue("free")
+    register(project, capacity=10, queues=[("limited", 1), ("free", 1)])
+    submit_many(project, 20, queue="limited")
+    submit_many(project, 20, queue="free")
+
+    assert Dispatcher(batch_size=100).assign() == 10
+
+    started = Counter(processing().values_list("queue__name", flat=True))
+    assert started == {"limited": 1, "free": 9}
+    buckets = dict(
+        Queue.objects.all_tenants().values_list("name", "rate_tokens").filter(project=project)
+    )
+    # The claim spent the limited queue's one token and never touched the other queue's row.
+    assert buckets["limited"] is not None and buckets["limited"] < 1
+    assert buckets["free"] is None
+
+
+def backends_waiting_on_a_lock() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_dispatchers_racing_for_a_rate_limited_queue_spend_its_token_once(project, make_queue):
+    # One token a hundred seconds: the bucket starts with one (the burst) and earns no other
+    # while the test runs.
+    make_queue("limited", rate_limit_per_second=0.01)
+    register(project, name="w1", capacity=10, queues=[("limited", 1)])
+    submit_many(project, 10, queue="limited")
+    # A barrier: every claim inserts JobExecution rows, so while this transaction holds SHARE
+    # on that table the first dispatcher's claim waits, holding its worker and the bucket.
+    holder = connections.create_connection("default")
+    try:
+        holder.set_autocommit(False)
+        with holder.cursor() as cursor:
+            cursor.execute(f"LOCK TABLE {JobExecution._meta.db_table} IN SHARE MODE")
+        first = InThread(lambda: Dispatcher(batch_size=100).assign())
+        first.start()
+        wait_until(lambda: backends_waiting_on_a_lock() == 1, timeout=30)
+        # A second worker, which only a second dispatcher can lock now (SKIP LOCKED).
+        register(project, name="w2", capacity=10, queues=[("limited", 1)])
+        second = InThread(lambda: Dispatcher(batch_size=100).assign())
+        second.start()
+        # Without the bucket's lock it would claim a job of its own and wait at the barrier
+        # too; with it, it waits for the bucket and then finds it empty.
+        wait_until(lambda: backends_waiting_on_a_lock() == 2, timeout=30)
+        holder.commit()
+        assigned = first.join_result() + second.join_result()
+    finally:
+        holder.close()
+
+    assert assigned == 1
+    assert processing().count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_forgets_the_round_robin_state_of_a_worker_gone_offline_but_not_of_a_full_one(
+    project, make_queue
+):
+    make_queue("a")
+    make_queue("b")
+    gone = register(project, name="gone", capacity=1, queues=[("a", 3), ("b", 1)])
+    full = register(project, name="full", capacity=1, queues=[("a", 3), ("b", 1)])
+    submit_many(project, 10, queue="a")
+    submit_many(project, 10, queue="b")
+    dispatcher = Dispatcher(batch_size=100)
+    dispatcher.round_robin_keep_seconds = 0.3
+
+    assert dispatcher.tick().assigned == 2
+    workers_in_state = {worker_id for worker_id, _ in dispatcher._round_robin}
+    assert workers_in_state == {gone.pk, full.pk}
+    Worker.objects.all_tenants().filter(pk=gone.pk).update(status=WorkerStatus.OFFLINE)
+
+    # Ticks keep seeing "full" (its one slot taken, nothing is assigned to it) but no longer
+    # "gone"; each sweep (once a second) forgets what was not seen for 0.3 s.
+    def forgotten() -> bool:
+        dispatcher.tick()
+        return {worker_id for worker_id, _ in dispatcher._round_robin} == {full.pk}
+
+    wait_until(forgotten, timeout=10)
+    # The dispatcher's private state: the pruning has no other visible effect.
+    assert set(dispatcher._round_robin_seen) == {
+        (full.pk, queue.pk) for queue in Queue.objects.all_tenants().filter(name__in=["a", "b"])
+    }

@@ -11,16 +11,17 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 import pytest
 from django.core.management import call_command
 from django.db import connection, connections
+from django.db.models import QuerySet
 
 from accounts.models import Project
 from jobs import services
-from jobs.models import Job, JobExecution, JobQuerySet, JobState
+from jobs.models import Job, JobExecution, JobState
 from jobs.queries import DISPATCH_CHANNEL
 from jobs.specs import JobSpec
 from tests.processes import child_env, running, wait_until
@@ -52,11 +53,11 @@ def submit_pending(project: Project, count: int) -> list[UUID]:
     return ids
 
 
-def pending(project: Project) -> JobQuerySet:
+def pending(project: Project) -> QuerySet[Job]:
     return Job.objects.for_project(project).filter(state=JobState.PENDING)
 
 
-def processing(project: Project) -> JobQuerySet:
+def processing(project: Project) -> QuerySet[Job]:
     return Job.objects.for_project(project).filter(state=JobState.PROCESSING)
 
 
@@ -323,3 +324,71 @@ def test_a_submit_wakes_an_idle_dispatcher_through_notify(project, queue, tmp_pa
         print(f"assigned {time.monotonic() - submitted_at:.3f}s after submit")
 
     assert JobExecution.objects.for_project(project).filter(job=job).count() == 1
+
+
+def database_now() -> datetime:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT clock_timestamp()")
+        return cursor.fetchone()[0]
+
+
+def most_started_within(starts: list[datetime], span: timedelta) -> int:
+    """The most jobs started in any window [s, s + span) that opens at a start s."""
+    return max(sum(1 for t in starts if s <= t < s + span) for s in starts)
+
+
+# 0.1 s: both dispatchers tick all the time and race for the workers and the bucket.
+# 30 s: no worker process sends results and nothing else is submitted, so after the submit's
+# NOTIFY only waking when the next token is due starts jobs within the 5 s (the dispatcher
+# that holds the workers does; the other one finds none free and waits out its poll).
+@pytest.mark.parametrize("poll_interval", ["0.1", "30"])
+def test_two_dispatchers_start_a_rate_limited_queues_jobs_at_its_rate(
+    project, make_queue, tmp_path, poll_interval
+):
+    rate, burst = 2, 2  # burst = max(rate, 1)
+    make_queue("limited", rate_limit_per_second=rate)
+    for i in range(2):
+        worker_services.register_worker(
+            project,
+            name=f"worker-{i}",
+            queues=[worker_services.QueueWeight("limited")],
+            capacity=50,
+        )
+    args = ("rundispatcher", "--poll-interval", poll_interval)
+    second = timedelta(seconds=1)
+
+    with running(args, args, log_dir=tmp_path) as children:
+        wait_until(
+            lambda: dispatchers_listening() == 2,
+            message="two dispatchers to LISTEN",
+            children=children,
+        )
+        specs = [JobSpec(queue="limited", job_type="noop") for _ in range(20)]
+        services.submit_jobs(project, specs)
+        wait_until(
+            lambda: processing(project).exists(), message="the first start", children=children
+        )
+        first = processing(project).order_by("started_at").values_list("started_at", flat=True)[0]
+        wait_until(
+            lambda: database_now() >= first + 5.5 * second,
+            message="5 s of starts",
+            children=children,
+        )
+        # Started = claimed: the job's started_at (the claim's database time).
+        starts = sorted(
+            t for t in processing(project).values_list("started_at", flat=True) if t is not None
+        )
+
+    in_window = [t for t in starts if t <= first + 5 * second]
+    offsets = [round((t - first).total_seconds(), 3) for t in in_window]
+    per_process = [sum(map(int, TICK_LINE.findall(child.log()))) for child in children]
+    print(f"started at +{offsets} s; jobs assigned per dispatcher: {per_process}")
+    # A token bucket starts at most burst + rate * t jobs in any t seconds; "+ 1" forgives
+    # the milliseconds between a claim's transaction start (started_at) and its token's time.
+    assert most_started_within(in_window, second) <= burst + rate
+    assert len(in_window) <= burst + rate * 5 + 1
+    # Once the saved-up burst is spent, no second holds more than the rate (+ 1 as above).
+    steady = [t for t in in_window if t >= first + second]
+    assert most_started_within(steady, second) <= rate + 1
+    # Not stuck: with a 30 s poll, the dispatcher woke for each token.
+    assert len(in_window) >= 8

@@ -4,7 +4,7 @@ import random
 import uuid
 from collections import Counter
 
-from workers.planning import Assignment, plan_slots
+from workers.planning import Assignment, forget_unseen, plan_slots
 
 W1, W2 = uuid.uuid4(), uuid.uuid4()
 HIGH, LOW, A, B = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
@@ -88,3 +88,35 @@ def test_it_numbers_each_queues_slots_from_1_to_n_across_workers():
     for queue_id, count in per_queue(slots).items():
         numbers = sorted(slot.number for slot in slots if slot.queue_id == queue_id)
         assert numbers == list(range(1, count + 1))
+
+
+def test_it_forgets_the_round_robin_state_of_assignments_unseen_for_longer_than_the_grace():
+    state = {(W1, A): 2, (W1, B): -2, (W2, A): 1, (W2, B): -1}
+    last_seen = {(W1, A): 100.0, (W1, B): 50.0, (W2, A): 39.0, (W2, B): 10.0}
+
+    forget_unseen(state, last_seen, now=100.0, keep_for=60.0)
+
+    # W1's pairs were seen 0 and 50 s ago: a worker full for a while keeps its weights.
+    assert state == {(W1, A): 2, (W1, B): -2}
+    assert last_seen == {(W1, A): 100.0, (W1, B): 50.0}
+
+
+def test_it_forgets_round_robin_state_that_was_never_seen():
+    state = {(W1, A): 1, (W2, B): 3}
+    forget_unseen(state, {(W1, A): 5.0}, now=5.0, keep_for=60.0)
+    assert state == {(W1, A): 1}
+
+
+def test_it_keeps_round_robin_state_bounded_by_the_assignments_of_the_grace_period():
+    state: dict = {}
+    last_seen: dict = {}
+    # A thousand short-lived workers, each seen in one tick only, one tick a second.
+    for tick in range(1000):
+        worker = uuid.uuid4()
+        assignments = {worker: [Assignment(A, 3, 5), Assignment(B, 1, 5)]}
+        for assignment in assignments[worker]:
+            last_seen[worker, assignment.queue_id] = float(tick)
+        plan({worker: 1}, assignments, {A: 10, B: 10}, state=state)
+        forget_unseen(state, last_seen, now=float(tick), keep_for=60.0)
+    assert len(state) <= 2 * 61
+    assert len(last_seen) <= 2 * 61

@@ -4,6 +4,7 @@
     python3 tf.py start    # install, migrate, create a demo tenant, run TaskForge
     python3 tf.py test     # install the dev tools, run lint, types and the test suite
     python3 tf.py manage … # any manage.py command inside the project's virtualenv
+    python3 tf.py stop     # stop the embedded PostgreSQL under .taskforge/
 
 Standard library only: this file runs before anything is installed.
 """
@@ -11,6 +12,7 @@ Standard library only: this file runs before anything is installed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -23,7 +25,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -34,14 +36,23 @@ VENV = ROOT / ".venv"
 SDK = Path("clients") / "python"
 VENV_BIN = VENV / "bin"
 VENV_PYTHON = VENV_BIN / "python"
-DATA_DIR = ROOT / ".taskforge"
+# The same variable as settings.py reads, so tf.py stops the server the children started; a
+# relative path is relative to the checkout, where the children run.
+DATA_DIR = ROOT / (os.environ.get("TASKFORGE_DATA_DIR", "").strip() or ".taskforge")
+PGDATA = DATA_DIR / "pgdata"
 DEMO_FILE = DATA_DIR / "demo.json"
 MANAGE = str(ROOT / "manage.py")
+# Debian's Chromium, which the browser tests drive (Playwright's own download needs a CDN).
+CHROMIUM = Path("/usr/bin/chromium")
 
 DEMO_ORG = "Demo"
 DEMO_EMAIL = "demo@taskforge.local"
+# The demo worker's own queue: jobs a newcomer sends to "default" wait for their own worker
+# instead of failing in the demo worker with "no handler for job type".
+DEMO_QUEUE = "demo"
 HEALTH_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
+PG_STOP_TIMEOUT_SECONDS = 60.0
 
 
 class Failure(Exception):
@@ -61,6 +72,11 @@ class StepFailed(Failure):
 
 def say(message: str) -> None:
     print(f"tf: {message}", flush=True)
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the checkout when it is inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 # --- virtualenv -----------------------------------------------------------------------------
@@ -151,19 +167,28 @@ def parse_bootstrap_output(stdout: str) -> dict[str, Any]:
     return parsed
 
 
-def ensure_demo_tenant() -> dict[str, Any]:
-    """Create the demo organization once and keep its credentials in .taskforge/demo.json."""
-    demo = load_demo()
-    if demo is not None:
-        return demo
-    say(f"creating the demo tenant ({DEMO_ORG}, {DEMO_EMAIL})")
-    argv = manage_argv("bootstrap", "--org", DEMO_ORG, "--email", DEMO_EMAIL, "--staff", "--json")
+def ensure_demo_tenant(*, staff: bool) -> dict[str, Any]:
+    """Create the demo organization once and keep its credentials in .taskforge/demo.json.
+
+    Every start also makes sure the demo queue exists (demo tenants of older tf.py lack it)
+    and that the demo login is a superuser exactly when ``staff`` asks for it.
+    """
+    saved = load_demo() or {}
+    staff_flag = "--staff" if staff else "--no-staff"
+    argv = manage_argv("bootstrap", "--org", DEMO_ORG, "--email", DEMO_EMAIL,
+                       "--queue", DEMO_QUEUE, staff_flag, "--json")  # fmt: skip
     result = subprocess.run(  # noqa: S603
         argv, cwd=ROOT, env=venv_env(), stdout=subprocess.PIPE, text=True, check=False
     )
     if result.returncode != 0:
         raise StepFailed("manage.py bootstrap", result.returncode)
-    demo = parse_bootstrap_output(result.stdout)
+    reported = parse_bootstrap_output(result.stdout)
+    if reported.get("created"):
+        say(f"created the demo tenant ({DEMO_ORG}, {DEMO_EMAIL})")
+        demo = reported
+    else:
+        # Only the run that created the tenant knows its password and API key.
+        demo = {**saved, **reported}
     demo["database"] = database_label()
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     # The file holds a password and an API key: readable by its owner only.
@@ -213,7 +238,7 @@ def demo_worker_specs(url: str, demo: dict[str, Any]) -> list[ProcessSpec]:
     if not key:
         say("no demo API key saved: not starting the demo worker (see .taskforge/demo.json)")
         return []
-    argv = [str(VENV_BIN / "taskforge-worker"), "--url", url, "--queues", "default:1",
+    argv = [str(VENV_BIN / "taskforge-worker"), "--url", url, "--queues", f"{DEMO_QUEUE}:1",
             "--concurrency", "4", "--name", "demo-worker", "taskforge_client.demo"]  # fmt: skip
     return [ProcessSpec("worker", argv, env={"TASKFORGE_API_KEY": key})]
 
@@ -277,6 +302,77 @@ def child_exit_code(spec: ProcessSpec) -> int:
     return code if code > 0 else 1
 
 
+# --- embedded PostgreSQL --------------------------------------------------------------------
+# The first database connection of any command starts it (taskforge/lib/embedded_pg) and
+# leaves it running for the next command; `start` and `test` stop it again if they started it.
+
+
+def embedded_server_pid(pgdata: Path = PGDATA) -> int | None:
+    """The PID of the PostgreSQL server running on ``pgdata``, or None."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # Alive, as another user (root's server runs as "embedded_postgres").
+    # A crash leaves postmaster.pid behind, and its PID may since belong to something else.
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    with contextlib.suppress(OSError):
+        if b"postgres" not in cmdline.read_bytes():
+            return None
+    return pid
+
+
+def stop_embedded_server(pgdata: Path = PGDATA) -> bool:
+    """Stop the server running on ``pgdata`` and wait for it; return False if none ran."""
+    pid = embedded_server_pid(pgdata)
+    if pid is None:
+        return False
+    say(f"stopping the embedded PostgreSQL in {shown(pgdata)} (pid {pid})")
+    # SIGINT is PostgreSQL's "fast" shutdown, as `pg_ctl stop -m fast`: sessions are ended,
+    # the data is checkpointed. No pg_ctl here: tf.py runs before anything is installed.
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + PG_STOP_TIMEOUT_SECONDS
+    while embedded_server_pid(pgdata) == pid:
+        if time.monotonic() > deadline:
+            raise Failure(
+                f"the embedded PostgreSQL (pid {pid}) did not stop within "
+                f"{PG_STOP_TIMEOUT_SECONDS:.0f} s; see {shown(pgdata / 'log')}"
+            )
+        time.sleep(0.1)
+    return True
+
+
+@contextlib.contextmanager
+def embedded_server_stopped_if_started(command: str) -> Iterator[None]:
+    """Stop the embedded PostgreSQL on the way out if it was not running on the way in."""
+    if os.environ.get("DATABASE_URL", "").strip():
+        yield  # The database is someone else's server.
+        return
+    was_running = embedded_server_pid() is not None
+    try:
+        yield
+    finally:
+        if not was_running:
+            stop_embedded_server()
+        elif embedded_server_pid() is not None:
+            say(
+                f"the embedded PostgreSQL in {shown(PGDATA)} was running before `tf.py "
+                f"{command}`, so it is left running; `python3 tf.py stop` stops it"
+            )
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    if not stop_embedded_server():
+        say(f"no embedded PostgreSQL is running in {shown(PGDATA)}")
+    return 0
+
+
 # --- start ----------------------------------------------------------------------------------
 
 
@@ -327,7 +423,18 @@ def wait_until_healthy(url: str, specs: list[ProcessSpec], stop: threading.Event
     return None
 
 
-def print_banner(url: str, demo: dict[str, Any]) -> None:
+def demo_login(demo: dict[str, Any]) -> str:
+    """Say what the demo login may do, as bootstrap reported it."""
+    if demo.get("staff"):
+        return (
+            f"superuser and admin of organization {DEMO_ORG!r}: "
+            "the Django admin shows it every organization"
+        )
+    return f"admin of organization {DEMO_ORG!r}, all of it through the API; not staff: no /admin/"
+
+
+def banner(url: str, demo: dict[str, Any]) -> str:
+    """The text `tf.py start` prints once TaskForge answers: URLs, the demo login, a curl."""
     password = demo.get("password") or (
         "(unchanged; the demo user existed before — reset it with "
         f"`python3 tf.py manage changepassword {demo.get('email', DEMO_EMAIL)}`)"
@@ -336,30 +443,39 @@ def print_banner(url: str, demo: dict[str, Any]) -> None:
         demo.get("api_key")
         or "(not shown again: create one with POST /api/v1/projects/{id}/api-keys)"
     )
+    admin = (
+        "log in with the demo login below"
+        if demo.get("staff")
+        else "needs a staff login: `python3 tf.py start --staff-demo`"
+    )
+    job = json.dumps({"queue": DEMO_QUEUE, "job_type": "demo.echo", "payload": {"hi": 1}})
     lines = [
         "",
         "=" * 72,
         f"  TaskForge is running at {url}/",
         "",
-        f"  Admin       {url}/admin/   (log in with the demo login below)",
+        f"  Admin       {url}/admin/   ({admin})",
         f"  API         {url}/api/v1/   (docs: {url}/api/docs/)",
         "",
         f"  Login       {demo.get('email', DEMO_EMAIL)}",
+        f"              {demo_login(demo)}",
         f"  Password    {password}",
         f"  API key     {api_key}",
         f"  Project id  {demo.get('project_id', '?')}",
         "",
-        "  Submit a job:",
-        f'    curl -X POST -H "Authorization: Bearer {demo.get("api_key") or "<key>"}" '
-        '-H "Content-Type: application/json"',
-        f"""      -d '{{"queue": "default", "job_type": "demo.echo", "payload": {{"hi": 1}}}}' """
-        f"{url}/api/v1/jobs",
+        f"  The demo worker runs demo.* jobs from queue {DEMO_QUEUE!r} only; jobs sent to",
+        "  'default' wait for a worker of your own. Submit a job to the demo worker:",
+        f'    curl -X POST -H "Authorization: Bearer {demo.get("api_key") or "<key>"}" \\',
+        '      -H "Content-Type: application/json" \\',
+        f"      -d '{job}' \\",
+        f"      {url}/api/v1/jobs",
+        "  GET /api/v1/jobs/{id} then shows it succeeded.",
         "",
-        f"  Credentials are saved in {DEMO_FILE.relative_to(ROOT)}. Ctrl-C stops everything.",
+        f"  Credentials are saved in {shown(DEMO_FILE)}. Ctrl-C stops everything.",
         "=" * 72,
         "",
     ]
-    print("\n".join(lines), flush=True)
+    return "\n".join(lines)
 
 
 def supervise(specs: list[ProcessSpec], url: str, demo: dict[str, Any]) -> int:
@@ -381,7 +497,7 @@ def supervise(specs: list[ProcessSpec], url: str, demo: dict[str, Any]) -> int:
         start_processes(late)
         specs.extend(late)
         if not stop.is_set():
-            print_banner(url, demo)
+            print(banner(url, demo), flush=True)
         while not stop.is_set():
             if (dead := first_exited(specs)) is not None:
                 return child_exit_code(dead)
@@ -394,10 +510,12 @@ def supervise(specs: list[ProcessSpec], url: str, demo: dict[str, Any]) -> int:
 def cmd_start(args: argparse.Namespace) -> int:
     ensure_port_free(args.host, args.port)
     ensure_venv(dev=False)
-    say("applying migrations")
-    run(manage_argv("migrate", "--noinput"), "manage.py migrate", quiet=True)
-    demo = ensure_demo_tenant()
-    return supervise(process_specs(args.host, args.port), base_url(args.host, args.port), demo)
+    with embedded_server_stopped_if_started("start"):
+        say("applying migrations")
+        run(manage_argv("migrate", "--noinput"), "manage.py migrate", quiet=True)
+        demo = ensure_demo_tenant(staff=args.staff_demo)
+        url = base_url(args.host, args.port)
+        return supervise(process_specs(args.host, args.port), url, demo)
 
 
 # --- test -----------------------------------------------------------------------------------
@@ -411,8 +529,27 @@ def test_steps(pytest_args: list[str]) -> list[list[str]]:
         [f"{tool}/mypy", "."],
         [f"{tool}/lint-imports"],
         manage_argv("makemigrations", "--check", "--dry-run"),
-        [str(VENV_PYTHON), "-m", "pytest", "-n", "2", "--dist", "loadfile", *pytest_args],
+        # -rs: the summary lists every skipped test with its reason (a missing browser, say).
+        [str(VENV_PYTHON), "-m", "pytest", "-n", "2", "--dist", "loadfile", "-rs", *pytest_args],
     ]
+
+
+def ensure_chromium() -> None:
+    """Install Debian's Chromium for the browser tests if it is missing and we may."""
+    if CHROMIUM.exists():
+        return
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not Path("/usr/bin/apt-get").exists():
+        say(
+            f"{CHROMIUM} is missing, so the browser tests will be skipped; "
+            "install Debian's chromium package (as root: apt-get install -y chromium)"
+        )
+        return
+    say("installing Debian's chromium for the browser tests (apt-get install -y chromium)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
+        if subprocess.run(argv, env=env, check=False).returncode != 0:  # noqa: S603
+            say(f"`{' '.join(argv)}` failed, so the browser tests will be skipped")
+            return
 
 
 def display(argv: list[str]) -> str:
@@ -430,8 +567,19 @@ def display(argv: list[str]) -> str:
 
 def cmd_test(args: argparse.Namespace) -> int:
     ensure_venv(dev=True)
+    ensure_chromium()
+    return run_checks(test_steps(args.pytest_args))
+
+
+def run_checks(steps: list[list[str]]) -> int:
+    """Run the steps until one fails; stop the embedded PostgreSQL if they started it."""
+    with embedded_server_stopped_if_started("test"):
+        return run_steps(steps)
+
+
+def run_steps(steps: list[list[str]]) -> int:
     started = time.monotonic()
-    for argv in test_steps(args.pytest_args):
+    for argv in steps:
         print(f"\n==> {display(argv)}", flush=True)
         step_started = time.monotonic()
         # pytest's exit code 5 ("no tests collected") is non-zero, so it fails the run too.
@@ -467,12 +615,20 @@ def build_parser() -> argparse.ArgumentParser:
         "start",
         help="install, migrate, create a demo tenant and run TaskForge",
         description="Create .venv and install TaskForge if needed, apply migrations, create the "
-        "demo tenant once (saved in .taskforge/demo.json), then run the web server until Ctrl-C. "
-        "Without DATABASE_URL an embedded PostgreSQL under .taskforge/ is used.",
+        "demo tenant once (saved in .taskforge/demo.json), then run the web server, the "
+        "dispatcher and a demo worker (queue 'demo') until Ctrl-C. Without DATABASE_URL an "
+        "embedded PostgreSQL under .taskforge/ is used, and stopped on the way out if this "
+        "command started it.",
     )
     start.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     start.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    start.add_argument(
+        "--staff-demo",
+        action="store_true",
+        help="make the demo login a superuser, who may use the Django admin (/admin/) and sees "
+        "every organization there; without it the demo login is an ordinary organization admin",
     )
     start.set_defaults(handler=cmd_start)
     test = commands.add_parser(
@@ -480,7 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run ruff, mypy, import-linter, the migrations check and pytest",
         description="Install the dev dependencies if needed, then run, stopping at the first "
         "failure: ruff check, ruff format --check, mypy, lint-imports, makemigrations --check, "
-        "pytest -n 2 --dist loadfile. Extra arguments go to pytest unchanged, e.g. "
+        "pytest -n 2 --dist loadfile -rs. Installs Debian's chromium for the browser tests "
+        "when it is missing (as root). Extra arguments go to pytest unchanged, e.g. "
         "`tf.py test -k queue -x`; `tf.py test -- --help` shows pytest's own help.",
     )
     test.add_argument("pytest_args", nargs="*", help="extra arguments for pytest")
@@ -493,6 +650,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     manage.add_argument("manage_args", nargs="*", help="arguments for manage.py")
     manage.set_defaults(handler=cmd_manage)
+    stop = commands.add_parser(
+        "stop",
+        help="stop the embedded PostgreSQL under .taskforge/",
+        description="Stop the embedded PostgreSQL server whose data is in .taskforge/pgdata "
+        "(TASKFORGE_DATA_DIR/pgdata), if it is running. `start` and `test` stop it themselves "
+        "when they started it; one that was already running is left for this command.",
+    )
+    stop.set_defaults(handler=cmd_stop)
     return parser
 
 

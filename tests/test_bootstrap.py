@@ -102,10 +102,12 @@ def test_json_mode_prints_one_object_with_the_secrets_of_this_run(db):
         "organization_id",
         "project_id",
         "email",
+        "staff",
         "password",
         "api_key",
     }
     assert data["created"] is True
+    assert data["staff"] is False
     assert data["organization"] == "Acme"
     assert data["organization_id"] == str(org.id)
     assert data["project_id"] == str(Project.objects.get().id)
@@ -142,6 +144,7 @@ def test_json_mode_on_a_second_run_reports_nothing_created_and_no_secrets(db):
         "organization_id": str(Organization.objects.get().id),
         "project_id": str(Project.objects.get().id),
         "email": "ops@acme.example",
+        "staff": False,
     }
 
 

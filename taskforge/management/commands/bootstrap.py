@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import secrets
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from accounts.models import Project, User
+from accounts.audit import Actor
+from accounts.models import Organization, Project, User
+from queues.models import Queue
+from queues.services import QueueNameTaken, create_queue
 from taskforge.lib.errors import TaskForgeError
 from taskforge.onboarding import DEFAULT_PROJECT_NAME, Onboarding, create_organization
 
@@ -17,7 +21,8 @@ class Command(BaseCommand):
     help = (
         "Create an organization on the starter plan with its admin user, a 'default' project "
         "and queue, and an API key holding every scope. Idempotent: if the admin already "
-        "exists in that organization, nothing is changed."
+        "exists in that organization, only what --queue and --staff/--no-staff ask for is "
+        "changed."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -40,15 +45,23 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--staff",
-            action="store_true",
-            help="Also let this user into the Django admin (/admin/) as a superuser. "
-            "For local demos: the admin sees every organization.",
+            action=argparse.BooleanOptionalAction,
+            help="--staff makes the admin a superuser, who may use the Django admin (/admin/) "
+            "and sees every organization there: for local demos. --no-staff makes them an "
+            "ordinary organization admin again. Applies on a re-run too; without either, a "
+            "new admin is not staff and an existing one is left as is.",
+        )
+        parser.add_argument(
+            "--queue",
+            metavar="NAME",
+            help="Also create a queue NAME in the 'default' project; on a re-run, if it is "
+            "missing.",
         )
         parser.add_argument(
             "--json",
             action="store_true",
             help="Print one JSON object instead of prose: created, organization, "
-            "organization_id, project_id, email, and password / api_key when this run "
+            "organization_id, project_id, email, staff, and password / api_key when this run "
             "generated them.",
         )
 
@@ -63,7 +76,13 @@ class Command(BaseCommand):
             .first()
         )
         if existing is not None:
-            self._already_there(existing, org.strip(), as_json=options["json"])
+            self._already_there(
+                existing,
+                org.strip(),
+                staff=options["staff"],
+                queue=options["queue"],
+                as_json=options["json"],
+            )
             return
         generated = password is None
         if password is None:
@@ -73,12 +92,16 @@ class Command(BaseCommand):
         except TaskForgeError as exc:
             raise CommandError(exc.message) from exc
         if options["staff"]:
-            User.objects.for_org(result.organization).filter(pk=result.user.pk).update(
-                is_staff=True, is_superuser=True
-            )
-        self._created(result, password if generated else None, as_json=options["json"])
+            _set_staff(result.organization, result.user, staff=True)
+        if options["queue"]:
+            _ensure_queue(result.project, options["queue"], result.user)
+        self._created(
+            result, password if generated else None, queue=options["queue"], as_json=options["json"]
+        )
 
-    def _already_there(self, user: User, org_name: str, *, as_json: bool) -> None:
+    def _already_there(
+        self, user: User, org_name: str, *, staff: bool | None, queue: str | None, as_json: bool
+    ) -> None:
         org = user.organization
         if org is None or org.name != org_name:
             where = f"organization {org.name!r}" if org else "no organization"
@@ -91,6 +114,12 @@ class Command(BaseCommand):
             projects.filter(name=DEFAULT_PROJECT_NAME).first()
             or projects.order_by("created_at").first()
         )
+        changes = []
+        if staff is not None and user.is_superuser != staff:
+            _set_staff(org, user, staff=staff)
+            changes.append("made them a superuser" if staff else "made them an ordinary admin")
+        if queue and project is not None and _ensure_queue(project, queue, user):
+            changes.append(f"created queue {queue!r}")
         if as_json:
             self._print_json(
                 created=False,
@@ -98,13 +127,18 @@ class Command(BaseCommand):
                 organization_id=str(org.id),
                 project_id=str(project.id) if project else None,
                 email=user.email,
+                staff=user.is_superuser,
             )
             return
         self.stdout.write(
-            f"{user.email} already belongs to {org.name!r}: already bootstrapped; nothing changed."
+            f"{user.email} already belongs to {org.name!r}: already bootstrapped; "
+            + ("; ".join(changes) or "nothing changed")
+            + "."
         )
 
-    def _created(self, result: Onboarding, password: str | None, *, as_json: bool) -> None:
+    def _created(
+        self, result: Onboarding, password: str | None, *, queue: str | None, as_json: bool
+    ) -> None:
         org, user = result.organization, result.user
         if as_json:
             payload: dict[str, Any] = {
@@ -113,6 +147,7 @@ class Command(BaseCommand):
                 "organization_id": str(org.id),
                 "project_id": str(result.project.id),
                 "email": user.email,
+                "staff": user.is_superuser,
             }
             if password is not None:
                 payload["password"] = password
@@ -126,6 +161,8 @@ class Command(BaseCommand):
             self.stdout.write(f"  password: {password}  (generated; change it after logging in)")
         self.stdout.write(f"  project:  {result.project.name} ({result.project.id})")
         self.stdout.write(f"  queue:    {result.queue.name}")
+        if queue and queue != result.queue.name:
+            self.stdout.write(f"  queue:    {queue}")
         if result.raw_api_key is not None:
             self.stdout.write(f"  API key:  {result.raw_api_key}")
             self.stdout.write(
@@ -134,3 +171,21 @@ class Command(BaseCommand):
 
     def _print_json(self, **payload: Any) -> None:
         self.stdout.write(json.dumps(payload))
+
+
+def _set_staff(org: Organization, user: User, *, staff: bool) -> None:
+    User.objects.for_org(org).filter(pk=user.pk).update(is_staff=staff, is_superuser=staff)
+    user.is_staff = user.is_superuser = staff
+
+
+def _ensure_queue(project: Project, name: str, user: User) -> bool:
+    """Create the queue unless the project has it; say whether it was created."""
+    if Queue.objects.for_project(project).filter(name=name).exists():
+        return False
+    try:
+        create_queue(project, name=name, actor=Actor(user=user))
+    except QueueNameTaken:
+        return False  # Created by a concurrent run since our check.
+    except TaskForgeError as exc:
+        raise CommandError(f"--queue {name}: {exc.message}") from exc
+    return True

@@ -1,6 +1,7 @@
 """Staff admin for accounts, and the base classes every app's admin builds on.
 
-The admin is one of the named cross-tenant readers (STYLE rule 9): its querysets start from
+The admin is one of the named cross-tenant readers
+(docs/conventions.md#tenancy-cross-tenant-reads-are-named): its querysets start from
 ``all_tenants()``. Because a staff user can reach every tenant's rows, the forms here refuse to
 link rows of different tenants and copy the denormalised ``organization`` / ``project`` columns
 from the row they derive from instead of letting staff type them.

@@ -1,4 +1,4 @@
-"""Accounts endpoints of shared/API.md: sign-up and sessions, the organization, its members,
+"""Accounts endpoints (docs/api.md): sign-up and sessions, the organization, its members,
 projects, API keys and audit log.
 
 The sign-in endpoints are public. Everything else is organization-level (no project header):
@@ -17,7 +17,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schem
 from rest_framework import status
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import PermissionDenied
-from rest_framework.permissions import SAFE_METHODS, AllowAny
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -54,6 +54,11 @@ from taskforge.lib.pagination import paginate
 
 # Organization-level views: API keys need the admin scope for reads and writes alike.
 ORG_SCOPES = {"read": "admin", "write": "admin"}
+# The 403 of every admin-only operation, in its OpenAPI description.
+ADMIN_ONLY = (
+    "Admins only: 403 `permission_denied` for members and viewers, and for API keys without "
+    "the `admin` scope."
+)
 
 SIGNUP_EXAMPLE = OpenApiExample(
     "A new organization",
@@ -134,8 +139,10 @@ class SignupApi(PublicApi):
 class TokenApi(PublicApi):
     @extend_schema(
         summary="Sign in: exchange email and password for tokens",
-        description="Failed attempts are limited per client IP and per email address; over the "
-        "limit the answer is 429 with Retry-After.",
+        description="Failed attempts are limited per client IP, and per account from one client "
+        "IP (so guessing at an account never locks its owner out elsewhere); over a limit the "
+        "answer is 429 with Retry-After, even for the right password, until the one-minute "
+        "window ends. See TASKFORGE_LOGIN_ATTEMPTS_* in docs/configuration.md.",
         request=TokenInputSerializer,
         responses={200: TokenPairSerializer},
     )
@@ -180,11 +187,8 @@ class LogoutApi(PublicApi):
 class OrganizationApi(TenantAPIView):
     project_scoped = False
     scopes = ORG_SCOPES
-
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        # Every member may read the organization; only admins may change it.
-        self.admin_only = request.method not in SAFE_METHODS
-        super().initial(request, *args, **kwargs)
+    # Every member may read the organization; only admins may change it.
+    admin_only_methods = frozenset({"PATCH"})
 
     @extend_schema(summary="The current organization", responses=OrganizationSerializer)
     def get(self, request: Request) -> Response:
@@ -193,7 +197,7 @@ class OrganizationApi(TenantAPIView):
     @extend_schema(
         summary="Rename the organization or set its IP allowlist (admin)",
         description="ip_allowlist: CIDRs (or single addresses) API keys may be used from; "
-        "entries are stored normalised; an empty list allows any address.",
+        "entries are stored normalised; an empty list allows any address. " + ADMIN_ONLY,
         request=OrganizationUpdateInputSerializer,
         responses=OrganizationSerializer,
     )
@@ -221,6 +225,7 @@ class MemberListApi(TenantAPIView):
 
     @extend_schema(
         summary="Members of the organization (admin)",
+        description=ADMIN_ONLY,
         operation_id="members_list",
         responses=MemberPageSerializer,
     )
@@ -231,7 +236,7 @@ class MemberListApi(TenantAPIView):
     @extend_schema(
         summary="Add a member (admin)",
         description="Without a password one is generated and returned this once as `password`. "
-        "409 when the email is already registered (in any organization).",
+        "409 when the email is already registered (in any organization). " + ADMIN_ONLY,
         request=MemberCreateInputSerializer,
         responses={201: MemberCreatedSerializer},
     )
@@ -257,7 +262,7 @@ class MemberDetailApi(TenantAPIView):
 
     @extend_schema(
         summary="Change a member's role (admin)",
-        description="409 when it would leave the organization without an admin.",
+        description="409 when it would leave the organization without an admin. " + ADMIN_ONLY,
         request=MemberUpdateInputSerializer,
         responses=MemberSerializer,
     )
@@ -269,7 +274,8 @@ class MemberDetailApi(TenantAPIView):
 
     @extend_schema(
         summary="Remove a member (admin)",
-        description="Deletes the user's account. 409 for the organization's last admin.",
+        description="Deletes the user's account. 409 for the organization's last admin. "
+        + ADMIN_ONLY,
         responses={204: None},
     )
     def delete(self, request: Request, member_id: UUID) -> Response:
@@ -317,6 +323,9 @@ class ProjectListApi(TenantAPIView):
 class ProjectDetailApi(TenantAPIView):
     project_scoped = False
     scopes = ORG_SCOPES
+    # Members may rename a project, but deleting one also deletes its API keys (which only
+    # admins manage) and every job in it: admins only.
+    admin_only_methods = frozenset({"DELETE"})
 
     @extend_schema(summary="A project", responses=ProjectSerializer)
     def get(self, request: Request, project_id: UUID) -> Response:
@@ -332,8 +341,9 @@ class ProjectDetailApi(TenantAPIView):
         return Response(ProjectSerializer(project).data)
 
     @extend_schema(
-        summary="Delete a project with its queues, jobs, workers and API keys",
-        description="409 while the project has pending or processing jobs, unless ?force=true.",
+        summary="Delete a project with its queues, jobs, workers and API keys (admin)",
+        description="409 while the project has pending or processing jobs, unless ?force=true. "
+        + ADMIN_ONLY,
         parameters=[OpenApiParameter("force", OpenApiTypes.BOOL, default=False)],
         responses={204: None},
     )
@@ -353,6 +363,7 @@ class ProjectApiKeyListApi(TenantAPIView):
 
     @extend_schema(
         summary="The project's API keys (admin); the keys themselves are never shown again",
+        description=ADMIN_ONLY,
         operation_id="project_api_keys_list",
         responses=ApiKeyPageSerializer,
     )
@@ -362,7 +373,8 @@ class ProjectApiKeyListApi(TenantAPIView):
 
     @extend_schema(
         summary="Create an API key (admin)",
-        description="The response's `key` is the only time the key is shown: store it now.",
+        description="The response's `key` is the only time the key is shown: store it now. "
+        + ADMIN_ONLY,
         request=ApiKeyCreateInputSerializer,
         responses={201: ApiKeyCreatedSerializer},
         examples=[API_KEY_EXAMPLE],
@@ -386,7 +398,9 @@ class ApiKeyDetailApi(TenantAPIView):
     admin_only = True
 
     @extend_schema(
-        summary="Revoke an API key (admin); it stops working at once", responses={204: None}
+        summary="Revoke an API key (admin); it stops working at once",
+        description=ADMIN_ONLY,
+        responses={204: None},
     )
     def delete(self, request: Request, key_id: UUID) -> Response:
         keys = ApiKey.objects.for_org(organization_of(request)).select_related("organization")
@@ -405,6 +419,7 @@ class AuditLogListApi(TenantAPIView):
 
     @extend_schema(
         summary="Who did what, newest first (admin)",
+        description=ADMIN_ONLY,
         operation_id="audit_logs_list",
         parameters=[
             OpenApiParameter(

@@ -7,6 +7,7 @@ and ``api_key`` (None for users). Views reach tenant rows only through those, wi
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -17,13 +18,15 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
-from accounts.audit import Actor, record_audit
+from accounts.audit import Actor
 from accounts.authentication import ApiKeyAuthentication, ApiKeyPrincipal
 from accounts.models import ApiKey, Organization, Project, User
 from accounts.permissions import ScopedAccess
 from taskforge.lib.errors import NotFound, ValidationFailed
 
 PROJECT_HEADER = "HTTP_X_TASKFORGE_PROJECT"
+# Staff-only security events; route this logger to wherever operators watch (never to tenants).
+security_log = logging.getLogger("taskforge.security")
 
 
 class TenantRequest(Request):
@@ -41,6 +44,8 @@ class TenantAPIView(APIView):
     project_scoped = True
     scopes: dict[str, str] = {}
     admin_only = False
+    # Methods only admins may call on a view whose other methods members may call too.
+    admin_only_methods: frozenset[str] = frozenset()
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         # No object's id or name contains NUL; PostgreSQL would refuse the lookup (a 500).
@@ -104,24 +109,50 @@ def actor_of(request: Request) -> Actor:
 def note_cross_tenant_attempt(
     request: Request, organization: Organization, model: type[Any], pk: object
 ) -> None:
-    """Audit a request for an object that exists in another organization (it still gets 404).
+    """Log, for staff, a request for an object that exists in another organization.
 
-    The existence check is the one cross-tenant read the API makes, and only to audit it.
+    The caller still gets the 404 of a missing object, and nothing the caller can read changes:
+    the record is a WARNING of the ``taskforge.security`` logger, not a row of the asker's own
+    audit log. Such a row would appear only for ids that exist elsewhere, so a tenant could
+    probe other tenants' ids by reading its audit log (GET /api/v1/audit-logs).
+
+    The existence check is the one cross-tenant read the API makes, and only to log it.
     An id that cannot be the model's primary key (a malformed UUID) names nothing anywhere.
     """
     try:
         pk = model._meta.pk.to_python(pk)
     except DjangoValidationError:
         return
-    if model.objects.all_tenants().filter(pk=pk).exclude(organization=organization).exists():
-        record_audit(
-            organization,
-            "access.cross_tenant_denied",
-            actor=actor_of(request),
-            target_type=model._meta.model_name,
-            target_id=pk,
-            metadata={"path": request.path, "method": request.method},
-        )
+    owner = (
+        model.objects.all_tenants()
+        .filter(pk=pk)
+        .exclude(organization=organization)
+        .values_list("organization_id", flat=True)
+        .first()
+    )
+    if owner is None:
+        return
+    actor = actor_of(request)
+    who = f"user:{actor.user.pk}" if actor.user is not None else "anonymous"
+    if actor.api_key is not None:
+        who = f"api_key:{actor.api_key.prefix}"
+    fields = {
+        "asker_organization_id": str(organization.pk),
+        "owner_organization_id": str(owner),
+        "target_type": model._meta.model_name,
+        "target_id": str(pk),
+        "actor": who,
+        "ip_address": actor.ip_address,
+        "path": request.path,
+        "method": request.method,
+    }
+    security_log.warning(
+        "cross-tenant access denied: organization %(asker_organization_id)s asked for "
+        "%(target_type)s %(target_id)s of organization %(owner_organization_id)s "
+        "(%(actor)s from %(ip_address)s, %(method)s %(path)s)",
+        fields,
+        extra=fields,
+    )
 
 
 def project_of(request: Request) -> Project:
@@ -139,8 +170,8 @@ def organization_of(request: Request) -> Organization:
 def get_or_404(request: Request, queryset: QuerySet[Any], pk: object, what: str) -> Any:
     """The row of a tenant-scoped ``queryset`` with this primary key, else 404.
 
-    A miss that names another organization's row is audited (note_cross_tenant_attempt);
-    both answer the same 404.
+    A miss that names another organization's row is logged for staff
+    (note_cross_tenant_attempt); both answer the same 404 and leave the same audit log.
     """
     found = queryset.filter(pk=pk).first()
     if found is None:

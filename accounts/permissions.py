@@ -1,8 +1,11 @@
 """Who may call what: scopes for API keys, roles for users.
 
 Each API view declares ``scopes = {"read": "jobs:read", "write": "jobs:write"}`` (reads are
-the safe methods) and optionally ``admin_only = True``. One permission class applies them:
-* API keys need the scope (the ``admin`` scope grants every scope);
+the safe methods) and optionally ``admin_only = True`` (every method) or ``admin_only_methods``
+(some methods, e.g. ``{"DELETE"}`` where members may rename a project but not delete it). One
+permission class applies them:
+* API keys need the scope (the ``admin`` scope grants every scope); admin-only calls need
+  ``admin`` itself;
 * users: viewers may only read (a view may declare that its GET changes state:
   ``get_changes_state = True``); members may do everything except admin-only views;
   admins may do everything in their organization.
@@ -26,6 +29,12 @@ def is_read(view: Any, method: str) -> bool:
     return method in SAFE_METHODS
 
 
+def is_admin_only(view: Any, method: str) -> bool:
+    """Whether only admins (users of role admin, keys with the admin scope) may call this."""
+    methods: frozenset[str] = getattr(view, "admin_only_methods", frozenset())
+    return bool(getattr(view, "admin_only", False)) or method in methods
+
+
 def required_scope(view: Any, method: str) -> str | None:
     scopes: dict[str, str] = getattr(view, "scopes", {})
     return scopes.get("read" if is_read(view, method) else "write")
@@ -38,7 +47,7 @@ class ScopedAccess(BasePermission):
         user = request.user
         if not user or not user.is_authenticated:
             return False
-        admin_only = getattr(view, "admin_only", False)
+        admin_only = is_admin_only(view, request.method or "GET")
         if isinstance(user, ApiKeyPrincipal):
             granted = set(user.api_key.scopes)
             if "admin" in granted:

@@ -9,7 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import API_KEY_SCOPES, ApiKey, AuditLog, Organization, Project, Role, User
-from taskforge.lib.serializers import StrictSerializer
+from taskforge.lib.serializers import BoundedListField, StrictSerializer
 
 # --- Inputs -----------------------------------------------------------------------------------
 
@@ -31,7 +31,7 @@ class RefreshInputSerializer(StrictSerializer):
 
 class OrganizationUpdateInputSerializer(StrictSerializer):
     name = serializers.CharField(max_length=200, required=False)
-    ip_allowlist = serializers.ListField(
+    ip_allowlist = BoundedListField(
         child=serializers.CharField(max_length=64),
         max_length=100,
         required=False,
@@ -60,7 +60,7 @@ class ProjectInputSerializer(StrictSerializer):
 
 class ApiKeyCreateInputSerializer(StrictSerializer):
     name = serializers.CharField(max_length=100)
-    scopes = serializers.ListField(
+    scopes = BoundedListField(
         child=serializers.ChoiceField(choices=API_KEY_SCOPES), min_length=1, max_length=20
     )
     expires_at = serializers.DateTimeField(required=False, allow_null=True)

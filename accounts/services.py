@@ -119,8 +119,8 @@ def sign_up(*, organization_name: str, email: str, password: str) -> SignedUp:
 def log_in(*, email: str, password: str, ip_address: str) -> TokenPair:
     """Check the credentials and return a token pair; audit the outcome on the user's org.
 
-    Raise ``Throttled`` once the IP or the email is over its failed-attempt limit (before the
-    password is checked) and ``AuthenticationFailed`` on wrong credentials.
+    Raise ``Throttled`` once the IP, or this email from this IP, is over its failed-attempt
+    limit (before the password is checked) and ``AuthenticationFailed`` on wrong credentials.
     """
     email = email.strip().lower()
     attempt = reserve_login_attempt(ip_address=ip_address, email=email)

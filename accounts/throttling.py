@@ -1,10 +1,19 @@
-"""Login rate limits: failed sign-in attempts per client IP and per email address.
+"""Login rate limits: failed sign-in attempts per client IP, and per account from one client IP.
+
+Both sign-ins use them, the API's (POST /api/v1/auth/token) and the Django admin's
+(taskforge/admin_site.py), and share the counters, so alternating between them buys no extra
+guesses.
 
 Counters live in Django's cache (Redis in production, local memory otherwise) as fixed
 one-minute windows. Every attempt first reserves a slot with an atomic ``add`` + ``incr``, so
 concurrent attempts cannot all slip past a read-then-write check; a successful sign-in gives
 its slot back. The effect is that only failures count: a user who signs in often is never
-limited, while password guessing stops after the limit until the window ends.
+limited, while password guessing stops after the limit until the window ends (the cool-down:
+at most a minute, which the 429's Retry-After states).
+
+The account's counter is keyed by the (client IP, email) pair, not by the email alone: a
+per-email lock would let anyone lock the owner out from everywhere by guessing wrong on
+purpose, while a per-pair lock stops only the address doing the guessing.
 """
 
 from __future__ import annotations
@@ -30,17 +39,19 @@ class LoginAttempt:
 
 
 def reserve_login_attempt(*, ip_address: str, email: str) -> LoginAttempt:
-    """Count an attempt against its IP and its email; raise ``Throttled`` over either limit.
+    """Count an attempt against its IP and its (IP, email) pair; raise ``Throttled`` over either.
 
     Call before checking the password, so a locked-out client learns nothing from the answer.
     """
     now = time.time()
     window = int(now // WINDOW_SECONDS)
     ip_limit = int(settings.TASKFORGE_LOGIN_ATTEMPTS_PER_IP)
-    email_limit = int(settings.TASKFORGE_LOGIN_ATTEMPTS_PER_EMAIL)
+    account_limit = int(settings.TASKFORGE_LOGIN_ATTEMPTS_PER_ACCOUNT_AND_IP)
+    # NUL cannot occur in an IP address, so no two (ip, email) pairs join to the same string.
+    pair = f"{ip_address}\x00{email.strip().lower()}"
     limits = (
         (_key("ip", ip_address, window), ip_limit),
-        (_key("email", email.strip().lower(), window), email_limit),
+        (_key("account-ip", pair, window), account_limit),
     )
     over = False
     for key, limit in limits:

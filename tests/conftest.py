@@ -6,6 +6,7 @@ deepest object it needs and gets the whole tenant tree.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -118,6 +119,26 @@ def make_api_key(project: Project) -> Callable[..., tuple[ApiKey, str]]:
         return key, raw
 
     return make
+
+
+@pytest.fixture
+def cross_tenant_denials(caplog: Any) -> Callable[[Organization], list[tuple[str, str]]]:
+    """``cross_tenant_denials(org)``: (target type, target id) of each request by ``org`` that
+    named another organization's object, in order.
+
+    They are the staff-only warnings of accounts/api_base.py note_cross_tenant_attempt (the
+    ``taskforge.security`` logger), never rows of the asker's audit log.
+    """
+    caplog.set_level(logging.WARNING, logger="taskforge.security")
+
+    def denials(asker: Organization) -> list[tuple[str, str]]:
+        return [
+            (record.target_type, record.target_id)
+            for record in caplog.records
+            if record.name == "taskforge.security" and record.asker_organization_id == str(asker.pk)
+        ]
+
+    return denials
 
 
 @pytest.fixture

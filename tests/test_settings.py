@@ -68,6 +68,13 @@ def test_check_refuses_a_malformed_variable_and_names_it(name, value):
     assert name in last_line, result.stderr
 
 
+def test_check_refuses_the_renamed_login_limit_instead_of_ignoring_it():
+    result = manage("check", TASKFORGE_LOGIN_ATTEMPTS_PER_EMAIL="5")
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert "TASKFORGE_LOGIN_ATTEMPTS_PER_ACCOUNT_AND_IP" in last_line, result.stderr
+
+
 def test_check_refuses_debug_false_without_a_secret_key():
     result = manage("check", DEBUG="false")
     assert result.returncode != 0

@@ -1,6 +1,9 @@
 """Sign-up, sign-in, token refresh and sign-out (POST /api/v1/auth/...)."""
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
+import time_machine
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
@@ -205,7 +208,7 @@ def test_token_refuses_bad_input(body):
 
 
 def test_login_is_throttled_with_retry_after_after_too_many_failures(settings, member):
-    settings.TASKFORGE_LOGIN_ATTEMPTS_PER_EMAIL = 3
+    settings.TASKFORGE_LOGIN_ATTEMPTS_PER_ACCOUNT_AND_IP = 3
     for _ in range(3):
         assert log_in(member.email, "guess").status_code == 401
 
@@ -216,12 +219,49 @@ def test_login_is_throttled_with_retry_after_after_too_many_failures(settings, m
     assert 1 <= int(r["Retry-After"]) <= 60
 
 
-def test_login_throttle_counts_per_email_across_ips(settings, member):
-    settings.TASKFORGE_LOGIN_ATTEMPTS_PER_EMAIL = 2
-    log_in(member.email, "guess", REMOTE_ADDR="203.0.113.1")
-    log_in(member.email, "guess", REMOTE_ADDR="203.0.113.2")
+# A fixed moment 5 s into a one-minute window: no window ends halfway through a test.
+WINDOW_START = datetime(2026, 1, 15, 12, 0, 0, tzinfo=UTC)
+ATTACKER, OWNER = "203.0.113.66", "198.51.100.7"
 
-    assert log_in(member.email, "guess", REMOTE_ADDR="203.0.113.3").status_code == 429
+
+def test_hammering_an_account_locks_out_the_attackers_address_not_the_owner(member):
+    with time_machine.travel(WINDOW_START + timedelta(seconds=5), tick=False):
+        for _ in range(20):  # more than any default limit
+            log_in(member.email, "guess", REMOTE_ADDR=ATTACKER)
+
+        locked = log_in(member.email, REMOTE_ADDR=ATTACKER)  # even the right password
+        owner = log_in(member.email, REMOTE_ADDR=OWNER)
+
+    assert locked.status_code == 429
+    assert error(locked)["code"] == "rate_limited"
+    assert owner.status_code == 200, owner.content
+    assert set(owner.json()) == {"access", "refresh"}
+
+
+def test_the_account_limit_counts_per_address_and_account(settings, member, admin):
+    settings.TASKFORGE_LOGIN_ATTEMPTS_PER_ACCOUNT_AND_IP = 2
+    with time_machine.travel(WINDOW_START + timedelta(seconds=5), tick=False):
+        log_in(member.email, "guess", REMOTE_ADDR=ATTACKER)
+        log_in(member.email.upper(), "guess", REMOTE_ADDR=ATTACKER)
+
+        assert log_in(member.email, REMOTE_ADDR=ATTACKER).status_code == 429
+        assert log_in(admin.email, REMOTE_ADDR=ATTACKER).status_code == 200
+        assert log_in(member.email, REMOTE_ADDR=OWNER).status_code == 200
+
+
+def test_a_lockout_lasts_until_the_end_of_its_one_minute_window(settings, member):
+    settings.TASKFORGE_LOGIN_ATTEMPTS_PER_ACCOUNT_AND_IP = 2
+    with time_machine.travel(WINDOW_START + timedelta(seconds=5), tick=False) as clock:
+        log_in(member.email, "guess", REMOTE_ADDR=ATTACKER)
+        log_in(member.email, "guess", REMOTE_ADDR=ATTACKER)
+        locked = log_in(member.email, REMOTE_ADDR=ATTACKER)
+        assert locked.status_code == 429
+        assert locked["Retry-After"] == "55"
+
+        clock.move_to(WINDOW_START + timedelta(seconds=59))
+        assert log_in(member.email, REMOTE_ADDR=ATTACKER).status_code == 429
+        clock.move_to(WINDOW_START + timedelta(seconds=60))
+        assert log_in(member.email, REMOTE_ADDR=ATTACKER).status_code == 200
 
 
 def test_login_throttle_counts_per_ip_across_emails(settings, member, admin):
@@ -234,7 +274,7 @@ def test_login_throttle_counts_per_ip_across_emails(settings, member, admin):
 
 
 def test_successful_logins_do_not_count_against_the_limit(settings, member):
-    settings.TASKFORGE_LOGIN_ATTEMPTS_PER_EMAIL = 2
+    settings.TASKFORGE_LOGIN_ATTEMPTS_PER_ACCOUNT_AND_IP = 2
     settings.TASKFORGE_LOGIN_ATTEMPTS_PER_IP = 2
 
     assert [log_in(member.email).status_code for _ in range(5)] == [200] * 5

@@ -7,9 +7,7 @@ the field.
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,8 +19,7 @@ from jobs.exceptions import DependencyCycle
 from jobs.models import JobState, ParentFailure
 from taskforge import conf
 from taskforge.lib.errors import PayloadTooLarge, ValidationFailed, field_error
-
-_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+from taskforge.lib.jsonlimits import storable_json
 
 # The payload key a batch callback receives its batch's summary under (see callback_payload).
 BATCH_SUMMARY_KEY = "batch"
@@ -71,28 +68,15 @@ def _check_int(index: int | None, name: str, value: object, low: int, high: int)
         raise _fail(index, name, f"must be an integer from {low} to {high}")
 
 
-def encode_payload(index: int | None, payload: Any, *, name: str = "payload") -> str:
-    """Serialise a payload or result to JSON text, enforcing the size cap and PostgreSQL's rules."""
-    try:
-        text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise _fail(index, name, f"must be JSON-serialisable ({exc})") from None
-    limit = conf.max_payload_bytes()
-    # Each character is at most 4 bytes of UTF-8: skip the encode for the common small payload.
-    if len(text) * 4 > limit and (size := len(text.encode())) > limit:
-        raise field_error(
-            name,
-            f"{size} bytes; the limit is {limit}",
-            index=index,
-            error=PayloadTooLarge,
-            limit_bytes=limit,
-            size_bytes=size,
-        )
-    # jsonb cannot store the NUL character, even escaped. An escaped backslash followed by
-    # "u0000" is ordinary text, hence the look-behind for an even run of backslashes.
-    if "\\u0000" in text and _NUL_ESCAPE.search(text):
-        raise _fail(index, name, "must not contain NUL characters (\\u0000)")
-    return text
+def encode_payload(
+    index: int | None, payload: Any, *, name: str = "payload", items: str = "jobs"
+) -> str:
+    """Serialise a payload, result or log metadata to the JSON text that is stored, enforcing
+    the size cap, the nesting limit and what PostgreSQL's jsonb accepts (no NUL, no lone
+    surrogate). Every producer passes here, the engine's own (schedules, callbacks) too."""
+    return storable_json(
+        payload, field=name, index=index, items=items, max_bytes=conf.max_payload_bytes()
+    )
 
 
 def validate_spec(index: int | None, spec: JobSpec) -> str:
@@ -162,6 +146,18 @@ def validate_spec(index: int | None, spec: JobSpec) -> str:
             f"together), got {count}",
         )
     return encode_payload(index, spec.payload)
+
+
+def check_batch_size(count: int) -> None:
+    """Refuse a batch of more than TASKFORGE_MAX_BATCH_JOBS jobs. The API calls this on the
+    parsed list before it validates a single item: refusing 100,000 items after validating
+    them cost seconds of CPU."""
+    limit = conf.max_batch_jobs()
+    if count > limit:
+        raise ValidationFailed(
+            f"jobs: at most {limit} jobs per batch, got {count}",
+            details={"field": "jobs", "limit": limit},
+        )
 
 
 def check_graph_size(specs: Sequence[JobSpec]) -> None:

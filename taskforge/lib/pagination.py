@@ -1,4 +1,4 @@
-"""Cursor pagination in the shape of shared/API.md: {"results": [...], "next": url | null}.
+"""Cursor pagination in the API's shape (docs/api.md#lists): {"results": [...], "next": url | null}.
 
 The cursor is the sort key of the last row (newest first: created_at, then id), so pages
 stay stable while rows are inserted, and each page is one index range scan however deep.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -21,6 +21,9 @@ from taskforge.lib.errors import ValidationFailed
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+# Longer than any cursor _encode writes (a 32-character time, "|" and a 36-character UUID,
+# base64-encoded: 92 characters), so a huge one is refused before it is decoded.
+MAX_CURSOR_LENGTH = 128
 
 
 def page_limit(request: Request) -> int:
@@ -36,13 +39,42 @@ def page_limit(request: Request) -> int:
 
 
 def _decode(cursor: str, model: type[Model]) -> tuple[datetime, Any]:
+    """The (created_at, pk) of a cursor that _encode issued; anything else is refused.
+
+    Strict, because both values go into the query: a time with a +23:59 offset, say, parses in
+    Python but PostgreSQL refuses it, and the page would be a 500. So the time must be UTC,
+    the id valid for the primary key (a bigint in range), and the cursor exactly what _encode
+    writes for them: one spelling of each page, and nothing else gets through.
+    """
     try:
-        created, _, pk = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(created), model._meta.pk.to_python(pk)
+        if len(cursor) > MAX_CURSOR_LENGTH:
+            raise ValueError("too long")
+        text = base64.b64decode(cursor, altchars=b"-_", validate=True).decode()
+        created_text, pk_text = text.split("|")
+        created_at = datetime.fromisoformat(created_text)
+        if created_at.utcoffset() != timedelta(0):
+            raise ValueError("not UTC")
+        pk = _primary_key(model, pk_text)
+        if _encode(created_at, pk) != cursor:
+            raise ValueError("not as issued")
     except (ValueError, binascii.Error, UnicodeDecodeError, DjangoValidationError):
         raise ValidationFailed(
-            "cursor: not a cursor this API issued", details={"field": "cursor"}
+            "cursor: not a cursor this API issued; use the next URL of the previous page",
+            details={"field": "cursor"},
         ) from None
+    return created_at, pk
+
+
+def _primary_key(model: type[Model], text: str) -> Any:
+    field = model._meta.pk
+    assert field is not None
+    pk = field.to_python(text)
+    # An integer id must fit its column (the validators carry the bigint range) and, being
+    # generated, is positive.
+    field.run_validators(pk)
+    if isinstance(pk, int) and pk < 1:
+        raise ValueError("not an id")
+    return pk
 
 
 def _encode(created_at: datetime, pk: Any) -> str:

@@ -64,3 +64,14 @@ def page_of(
         name = f"{item.__name__.removesuffix('Serializer')}{'Page' if cursor else 'List'}"
         _pages[key] = type(name, (serializers.Serializer,), fields)
     return _pages[key]
+
+
+class BoundedListField(serializers.ListField):
+    """A ListField that refuses a list over ``max_length`` before validating any item: DRF's
+    own checks the length only after every child has been validated, so a 32 MB list of ids
+    costs seconds of CPU before it is refused."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if self.max_length is not None and isinstance(data, list) and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)
+        return super().to_internal_value(data)

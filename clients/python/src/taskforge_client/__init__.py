@@ -15,6 +15,7 @@ from taskforge_client.client import NO_RETRIES, RetryPolicy, TaskForge
 from taskforge_client.errors import (
     AuthenticationError,
     Conflict,
+    EncodingError,
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
@@ -40,6 +41,7 @@ __all__ = [
     "NO_RETRIES",
     "AuthenticationError",
     "Conflict",
+    "EncodingError",
     "Job",
     "JobContext",
     "NotFound",

@@ -41,6 +41,17 @@ class ValidationError(TaskForgeError):
     default_code = "validation_error"
 
 
+class EncodingError(ValidationError):
+    """The request body cannot be sent as JSON, so nothing was sent (``status`` is None).
+
+    JSON goes out as UTF-8, which has no code for half of a UTF-16 surrogate pair (a lone
+    ``"\\ud800"``); NaN and Infinity are not JSON, nor are sets, bytes or other objects; and a
+    value nested too deep exhausts the encoder's stack.
+    """
+
+    default_code = "encoding_error"
+
+
 class AuthenticationError(TaskForgeError):
     """401: the API key is missing, unknown, revoked or expired."""
 

@@ -175,7 +175,10 @@ class JobContext:
             raise ValueError(
                 f"unknown log level {level!r}; use one of {sorted(LOG_LEVELS)}"
             ) from None
-        entry: dict[str, Any] = {"level": server_level, "message": str(message).replace("\x00", "")}
+        # No NUL (the server refuses it) and no lone surrogate (UTF-8 cannot send it): the
+        # line is kept, with such a character spelled out.
+        text = str(message).replace("\x00", "").encode("utf-8", "backslashreplace").decode()
+        entry: dict[str, Any] = {"level": server_level, "message": text}
         if metadata:
             entry["metadata"] = json.loads(json.dumps(metadata, default=str))
         job_logger.log(python_level, "[%s %s] %s", self.job_type, self.job_id, message)

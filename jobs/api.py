@@ -337,7 +337,9 @@ class JobCompleteApi(TenantAPIView):
         request=CompleteSerializer,
         responses=JobStateSerializer,
         description="409 conflict when the lease token is stale: the lease expired and the "
-        "job was handed to another worker, it was cancelled, or it already has a result.",
+        "job was handed to another worker, it was cancelled, or it already has a result. "
+        "503 busy when another transaction holds the job's row: nothing changed, send the "
+        "same request again shortly.",
     )
     def post(self, request: Request, job_id: str) -> Response:
         job = _get_job(request, job_id)
@@ -358,7 +360,8 @@ class JobFailApi(TenantAPIView):
         request=FailSerializer,
         responses=JobStateSerializer,
         description="A retryable failure schedules a retry after the queue's backoff while "
-        "attempts remain; otherwise the job is dead. 409 for a stale lease token.",
+        "attempts remain; otherwise the job is dead. 409 for a stale lease token, 503 busy "
+        "when another transaction holds the job's row (nothing changed: send it again).",
     )
     def post(self, request: Request, job_id: str) -> Response:
         job = _get_job(request, job_id)

@@ -1,4 +1,4 @@
-from taskforge.lib.errors import Conflict, NotFound, ValidationFailed
+from taskforge.lib.errors import Conflict, NotFound, TaskForgeError, ValidationFailed
 
 
 class JobNotFound(NotFound):
@@ -7,6 +7,14 @@ class JobNotFound(NotFound):
 
 class StaleLease(Conflict):
     """The lease token is not the job's current one: re-assigned, cancelled or finished."""
+
+
+class JobBusy(TaskForgeError):
+    """Another transaction holds the job's row right now: nothing changed, and the same request
+    may succeed in a moment. Not a conflict: the lease may well be current."""
+
+    code = "busy"
+    http_status = 503
 
 
 class JobNotCancellable(Conflict):

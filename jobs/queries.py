@@ -9,8 +9,9 @@ under concurrency.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -140,18 +141,60 @@ class Slot:
     number: int
 
 
-def claim_jobs(slots: Sequence[Slot], *, lease_seconds: int) -> list[tuple[UUID, UUID]]:
-    """Claim jobs into the slots; return (job id, worker id) for each job claimed."""
+@dataclass(frozen=True, slots=True)
+class RateBucket:
+    """A rate-limited queue's start tokens, refilled up to ``as_of`` (lock_rate_limits.sql)."""
+
+    rate: float
+    tokens: float
+    as_of: datetime
+
+    @property
+    def allowed(self) -> int:
+        """How many jobs may start now: the whole tokens (a hair of float error forgiven)."""
+        return math.floor(self.tokens + 1e-9)
+
+    def seconds_to_next_token(self, spent: int) -> float:
+        """After ``spent`` jobs started, how long until a whole token is there again."""
+        return max(0.0, (1.0 - (self.tokens - spent)) / self.rate)
+
+
+def lock_rate_limits(queue_ids: Sequence[UUID]) -> dict[UUID, RateBucket]:
+    """Lock the rate-limited queues among ``queue_ids`` until the end of the transaction;
+    return their buckets. Pass them to claim_jobs() in the same transaction, which spends them.
+    """
+    if not queue_ids:
+        return {}
+    rows = _execute("lock_rate_limits", {"queue_ids": list(queue_ids)})
+    return {queue_id: RateBucket(rate, tokens, as_of) for queue_id, rate, tokens, as_of in rows}
+
+
+def claim_jobs(
+    slots: Sequence[Slot],
+    *,
+    lease_seconds: int,
+    buckets: Mapping[UUID, RateBucket] | None = None,
+) -> list[tuple[UUID, UUID, UUID]]:
+    """Claim jobs into the slots; return (job id, worker id, queue id) for each job claimed.
+
+    ``buckets``, from lock_rate_limits() in this transaction, are spent by the jobs claimed;
+    the caller keeps each rate-limited queue's slots within its bucket's ``allowed``.
+    """
     if not slots:
         return []
+    buckets = buckets or {}
     params = {
         "worker_ids": [s.worker_id for s in slots],
         "queue_ids": [s.queue_id for s in slots],
         "slots": [s.number for s in slots],
         "lease_seconds": lease_seconds,
+        "rate_queue_ids": list(buckets),
+        "rate_tokens": [b.tokens for b in buckets.values()],
+        "rate_as_of": [b.as_of for b in buckets.values()],
     }
     # The statement also NOTIFYs each worker's channel (worker_channel()).
-    return [(job_id, worker_id) for job_id, worker_id, _ in _execute("claim_jobs", params)]
+    rows = _execute("claim_jobs", params)
+    return [(job_id, worker_id, queue_id) for job_id, worker_id, queue_id, _ in rows]
 
 
 def schedule_clock() -> datetime:
@@ -165,9 +208,15 @@ def promote_due(*, limit: int) -> int:
     return _rowcount("promote_due", {"limit": limit})
 
 
+# Outcome.state of a result not applied because another transaction holds the job's row: it
+# is neither applied nor stale, and the worker sends it again shortly (complete_jobs.sql).
+BUSY = "busy"
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """Where a job went after a result: its new state, and run_at for a scheduled retry."""
+    """Where a job went after a result: its new state, and run_at for a scheduled retry (or
+    the state BUSY: not applied, the job's row was locked)."""
 
     job_id: UUID
     state: str
@@ -181,6 +230,8 @@ class Outcome:
 class Completion:
     succeeded: list[Outcome]
     released: list[UUID]
+    # Current leases whose row another transaction held: left for the worker to send again.
+    busy: list[UUID] = field(default_factory=list)
 
 
 class Done(NamedTuple):
@@ -201,7 +252,8 @@ class Failed(NamedTuple):
 
 
 def complete_jobs(project_id: UUID, items: Sequence[Done]) -> Completion:
-    """Complete the project's jobs among ``items``; stale tokens are left out."""
+    """Complete the project's jobs among ``items``; stale tokens are left out, and jobs whose
+    row another transaction holds are not waited for but listed as busy."""
     params = {
         "project_id": project_id,
         "ids": [item.job_id for item in items],
@@ -210,16 +262,20 @@ def complete_jobs(project_id: UUID, items: Sequence[Done]) -> Completion:
     }
     succeeded: list[Outcome] = []
     released: list[UUID] = []
+    busy: list[UUID] = []
     for kind, job_id, batch_id, callback_owed in _execute("complete_jobs", params):
         if kind == "done":
             succeeded.append(Outcome(job_id, "succeeded", None, batch_id, callback_owed))
+        elif kind == BUSY:
+            busy.append(job_id)
         else:
             released.append(job_id)
-    return Completion(succeeded=succeeded, released=released)
+    return Completion(succeeded=succeeded, released=released, busy=busy)
 
 
 def fail_jobs(project_id: UUID, items: Sequence[Failed]) -> list[Outcome]:
-    """Fail the project's jobs among ``items``; stale tokens are left out."""
+    """Fail the project's jobs among ``items``; stale tokens are left out, and jobs whose row
+    another transaction holds come back with the state BUSY, unchanged."""
     return _fail(project_id, items, execution_status="failed")
 
 
@@ -242,6 +298,15 @@ def _fail(
         "execution_status": execution_status,
     }
     return [Outcome(*row) for row in _execute("fail_jobs", params)]
+
+
+def lock_worker_jobs(
+    project_id: UUID, worker_id: UUID, *, keep: Sequence[UUID]
+) -> list[tuple[UUID, UUID]]:
+    """Lock the worker's processing jobs but ``keep`` (SKIP LOCKED); return (job id, lease
+    token) for each."""
+    params = {"project_id": project_id, "worker_id": worker_id, "keep": list(keep)}
+    return [(job_id, token) for job_id, token in _execute("lock_worker_jobs", params)]
 
 
 def expired_leases(*, limit: int) -> list[tuple[UUID, UUID]]:
@@ -297,9 +362,11 @@ class AssignedJob:
     timeout_seconds: int
 
 
-def fetch_assigned(worker_id: UUID, *, limit: int) -> list[AssignedJob]:
-    """Deliver up to ``limit`` jobs assigned to the worker and not fetched yet."""
-    rows = _execute("fetch_assigned", {"worker_id": worker_id, "limit": limit})
+def fetch_assigned(worker_id: UUID, *, limit: int, ack_seconds: int) -> list[AssignedJob]:
+    """Deliver up to ``limit`` jobs assigned to the worker and not fetched yet; their lease
+    is ``ack_seconds`` at most until a heartbeat names them (see fetch_assigned.sql)."""
+    params = {"worker_id": worker_id, "limit": limit, "ack_seconds": ack_seconds}
+    rows = _execute("fetch_assigned", params)
     return [
         AssignedJob(
             id=row[0],
@@ -316,6 +383,8 @@ def fetch_assigned(worker_id: UUID, *, limit: int) -> list[AssignedJob]:
 
 
 def extend_leases(worker_id: UUID, job_ids: Sequence[UUID], *, lease_seconds: int) -> int:
+    """Push back the leases of the worker's jobs among ``job_ids`` (which acknowledges their
+    delivery); rows another transaction holds are skipped. Return how many changed."""
     params = {"worker_id": worker_id, "ids": list(job_ids), "lease_seconds": lease_seconds}
     return _rowcount("extend_leases", params)
 
@@ -323,6 +392,68 @@ def extend_leases(worker_id: UUID, job_ids: Sequence[UUID], *, lease_seconds: in
 def prune_jobs(*, limit: int, days: int | None = None) -> int:
     """Delete up to ``limit`` finished jobs past retention (see prune_jobs.sql); return how many."""
     return _rowcount("prune_jobs", {"limit": limit, "days": days})
+
+
+# --- A queue's jobs in bulk: the taken set -------------------------------------------------
+# A purge or a queue deletion first takes (locks) the jobs it will delete into the
+# transaction's temporary table taken_jobs, then works through it in batches of ``limit`` ids
+# in id order. The ids never leave the database. FIRST_KEY starts the walk: every job id
+# sorts after the nil UUID.
+
+FIRST_KEY = UUID(int=0)
+
+
+def take_waiting_jobs(queue_id: UUID) -> int:
+    """Lock the queue's pending and scheduled jobs (SKIP LOCKED) into the transaction's taken
+    set; return how many were taken."""
+    _create_taken_set()
+    return _rowcount("take_waiting_jobs", {"queue_id": queue_id})
+
+
+def take_queue_jobs(queue_id: UUID) -> dict[str, int]:
+    """Lock every job of the queue (waiting for their writers) into the transaction's taken
+    set; return how many were taken in each state (states without jobs are left out)."""
+    _create_taken_set()
+    return {state: int(n) for state, n in _execute("take_queue_jobs", {"queue_id": queue_id})}
+
+
+def _create_taken_set() -> None:
+    if not connection.in_atomic_block:  # ON COMMIT DROP: in autocommit it would vanish at once
+        raise RuntimeError("the taken jobs set lives in a transaction; open one first")
+    _execute("taken_jobs_table", {})
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What settle_purged_jobs did to the waiting descendants of a batch of purged jobs."""
+
+    released: int
+    # Batches of jobs cancelled by the walk that may now owe their callbacks.
+    owed_batches: set[UUID]
+
+
+def settle_purged_jobs(*, after: UUID, limit: int) -> Settled:
+    """Cancel or release the blocked descendants of the next batch of taken jobs (the
+    ``limit`` ids after ``after``), as jobs purged; delete_taken_jobs() deletes that batch."""
+    [(released, owed)] = _execute("settle_purged_jobs", {"after": after, "limit": limit})
+    return Settled(released=int(released), owed_batches=set(owed))
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedBatch:
+    """One batch of delete_taken_jobs: its last id (None once the taken set is exhausted)."""
+
+    last_id: UUID | None
+    deleted: int
+    # Batches of the deleted jobs that still owe their callbacks.
+    owed_batches: set[UUID]
+
+
+def delete_taken_jobs(*, after: UUID, limit: int) -> DeletedBatch:
+    """Delete the next batch of taken jobs (the ``limit`` ids after ``after``) with their
+    executions, log lines and edges."""
+    [(last_id, deleted, owed)] = _execute("delete_taken_jobs", {"after": after, "limit": limit})
+    return DeletedBatch(last_id=last_id, deleted=int(deleted), owed_batches=set(owed))
 
 
 def expire_worker_leases(worker_ids: Sequence[UUID]) -> int:

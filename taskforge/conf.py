@@ -23,6 +23,17 @@ def worker_timeout_seconds() -> int:
     return int(settings.TASKFORGE_WORKER_TIMEOUT_SECONDS)
 
 
+def ack_timeout_seconds() -> int:
+    """How long a delivered job keeps its lease before a heartbeat names it: the fetch answer
+    may have gone to a process that died with its long-poll open."""
+    return int(settings.TASKFORGE_ACK_TIMEOUT_SECONDS)
+
+
+def web_restart_grace_seconds() -> int:
+    """How long after the web tier comes back the dispatcher blames no worker for silence."""
+    return int(settings.TASKFORGE_WEB_RESTART_GRACE_SECONDS)
+
+
 def poll_interval() -> float:
     return float(settings.TASKFORGE_POLL_INTERVAL)
 

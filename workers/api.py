@@ -20,13 +20,13 @@ from rest_framework.response import Response
 
 from accounts.api_base import TenantAPIView, note_cross_tenant_attempt, organization_of, project_of
 from jobs.models import Job, JobState
-from jobs.services import AssignedJob, Outcome, ResultItem, report_results, worker_channel
+from jobs.services import BUSY, AssignedJob, Outcome, ResultItem, report_results, worker_channel
 from taskforge.lib.errors import NotFound, ValidationFailed
 from taskforge.lib.pagination import paginate
 from taskforge.lib.serializers import page_of
 from workers import services
 from workers.models import QueueWorkerAssignment, Worker, WorkerStatus
-from workers.notifications import hub
+from workers.notifications import hub, long_polls_ending
 from workers.serializers import (
     FetchResponseSerializer,
     HeartbeatResponseSerializer,
@@ -95,6 +95,7 @@ class WorkerListApi(TenantAPIView):
             worker_type=data["worker_type"],
             endpoint_url=data["endpoint_url"],
             metadata=data["metadata"],
+            running=data["running"],
         )
         running = _running_counts(project_of(request), [worker.pk])
         body = WorkerSerializer(
@@ -211,7 +212,8 @@ class WorkerJobsApi(TenantAPIView):
         project = project_of(request)
         jobs = services.fetch_jobs(project, worker, limit=limit)
         # A draining worker gets what is already assigned and no wait: nothing more will come.
-        if not jobs and wait and worker.status != WorkerStatus.DRAINING:
+        # Nor does anyone wait on a process that is shutting down (long_polls_ending).
+        if not jobs and wait and worker.status != WorkerStatus.DRAINING and not long_polls_ending():
             jobs = self._wait_for_jobs(project, worker, limit, wait)
         return Response({"jobs": [_assigned(job) for job in jobs]})
 
@@ -224,7 +226,7 @@ class WorkerJobsApi(TenantAPIView):
                 # Subscribed first, then checked: a NOTIFY sent in between is not missed.
                 jobs = services.fetch_jobs(project, worker, limit=limit)
                 left = deadline - time.monotonic()
-                if jobs or left <= 0 or not _still_serving(project, worker):
+                if jobs or left <= 0 or long_polls_ending() or not _still_serving(project, worker):
                     return jobs
                 event.wait(min(left, RECHECK_SECONDS))
                 event.clear()
@@ -265,7 +267,9 @@ class WorkerResultsApi(TenantAPIView):
         request=ResultsSerializer,
         responses=ResultsResponseSerializer,
         description="Each item is fenced by its lease token; a stale one gets outcome "
-        "`conflict` and changes nothing. The others are applied in one transaction.",
+        "`conflict` and changes nothing. The others are applied in one transaction, which "
+        "waits for no row lock: an item whose job's row another transaction holds gets "
+        "outcome `busy`, is not applied, and should be sent again shortly.",
     )
     def post(self, request: Request, worker_id: str) -> Response:
         _worker(request, worker_id)
@@ -291,6 +295,8 @@ class WorkerResultsApi(TenantAPIView):
 def _outcome(job_id: Any, outcome: Outcome | None) -> dict[str, Any]:
     if outcome is None:
         return {"job_id": str(job_id), "outcome": "conflict"}
+    if outcome.state == BUSY:
+        return {"job_id": str(job_id), "outcome": "busy"}
     body: dict[str, Any] = {"job_id": str(job_id), "outcome": outcome.state}
     if outcome.state == JobState.SCHEDULED and outcome.run_at is not None:
         body["run_at"] = outcome.run_at.isoformat().replace("+00:00", "Z")

@@ -1,7 +1,7 @@
 """The dispatcher: the engine loop behind ``manage.py rundispatcher``.
 
-Each ``tick()`` runs the steps of ARCHITECTURE.md "Dispatch" in order, each one a short
-set-based transaction returning a count. Any number of dispatchers may run against one
+Each ``tick()`` runs the steps of docs/architecture.md#5-dispatch-one-tick in order, each one
+a short set-based transaction returning a count. Any number of dispatchers may run against one
 database: every claim uses SKIP LOCKED, and leader-only maintenance takes an advisory lock.
 Between ticks the loop sleeps on LISTEN (submits and results NOTIFY it) or a jittered poll
 interval, whichever comes first; if LISTEN is unavailable it simply polls.
@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
 from types import FrameType
@@ -37,9 +37,9 @@ from jobs.models import Job, JobExecution, JobState
 from jobs.schedules import services as scheduling
 from queues.models import Queue
 from taskforge import conf
-from workers import dispatch_sql
+from workers import dispatch_sql, webtier
 from workers.models import Worker, WorkerStatus
-from workers.planning import Assignment, RoundRobinState, plan_slots
+from workers.planning import Assignment, LastSeen, RoundRobinState, forget_unseen, plan_slots
 
 logger = logging.getLogger("taskforge.dispatcher")
 
@@ -64,6 +64,10 @@ SCHEDULES_PER_TICK = 100
 
 # Seconds between lease-expiry / silent-worker sweeps while the dispatcher is busy.
 SWEEP_INTERVAL = 1.0
+
+# Seconds the round-robin weights of a (worker, queue) assignment outlive its last sighting
+# (an offline worker, a paused or deleted queue…); pruned at each sweep.
+ROUND_ROBIN_KEEP_SECONDS = 60.0
 
 # Tables whose statistics and dead rows the maintenance step looks after.
 HOT_TABLES = (Job._meta.db_table, JobExecution._meta.db_table, Worker._meta.db_table)
@@ -97,6 +101,14 @@ class Dispatcher:
         self.identity = uuid.uuid4()
         self.stopping = False
         self._round_robin: RoundRobinState = {}
+        self._round_robin_seen: LastSeen = {}
+        self.round_robin_keep_seconds = ROUND_ROBIN_KEEP_SECONDS
+        # When (time.monotonic()) a rate-limited queue with jobs waiting earns its next token;
+        # the wait after a tick ends then at the latest. None: no queue waits on its limit.
+        self._next_token_due: float | None = None
+        # Why the last look at the web tier excused workers' silence, if it did (logged when
+        # it changes; workers/webtier.py).
+        self._excuse: str | None = None
         self._listener: psycopg.Connection[Any] | None = None
         self._next_maintenance = 0.0
         self._next_sweep = 0.0
@@ -139,6 +151,12 @@ class Dispatcher:
                 self.fire_owed_batch_callbacks()
             behind = self.batch_size in (expired, offline)
             self._next_sweep = time.monotonic() + (0 if behind else SWEEP_INTERVAL)
+            forget_unseen(
+                self._round_robin,
+                self._round_robin_seen,
+                now=time.monotonic(),
+                keep_for=self.round_robin_keep_seconds,
+            )
         full = schedules_behind or self.batch_size in (promoted, assigned, expired, offline)
         return TickResult(promoted, fired, assigned, expired, offline, full)
 
@@ -165,8 +183,9 @@ class Dispatcher:
 
     def assign(self) -> int:
         """Claim pending jobs into the free slots of online workers; NOTIFY each worker."""
+        self._next_token_due = None
         with transaction.atomic(durable=True):
-            free, assignments, capped = self._free_slots_and_assignments()
+            free, assignments, capped, rate_limited = self._free_slots_and_assignments()
             if not free:
                 return 0
             queue_ids = {a.queue_id for choices in assignments.values() for a in choices}
@@ -176,17 +195,31 @@ class Dispatcher:
             available = queries.pending_available(sorted(queue_ids), cap=budget)
             if capped:
                 self._apply_concurrency_caps(available, capped)
+            pending = dict(available)
+            buckets = self._apply_rate_limits(available, rate_limited)
             slots = plan_slots(free, assignments, available, budget=budget, state=self._round_robin)
-            # The claim NOTIFYs the workers that got jobs, in the same statement.
-            claimed = queries.claim_jobs(slots, lease_seconds=self.lease_seconds)
+            # The claim NOTIFYs the workers that got jobs, and spends the buckets' tokens, in
+            # the same statement.
+            claimed = queries.claim_jobs(slots, lease_seconds=self.lease_seconds, buckets=buckets)
+        if buckets:
+            self._schedule_next_token(buckets, pending, claimed)
         return len(claimed)
 
     def expire_leases(self) -> int:
-        """Jobs whose lease ran out count as failed attempts: retried, or dead when exhausted."""
+        """Jobs whose lease ran out count as failed attempts: retried, or dead when exhausted.
+
+        Not while the web tier is down or just back (workers/webtier.py): the workers could
+        not heartbeat, and their finished jobs would run again.
+        """
+        if self._silence_excused():
+            return 0
         return services.expire_leases(limit=self.batch_size)
 
     def mark_silent_workers(self) -> int:
-        """Workers silent past the timeout go offline; their leases end now."""
+        """Workers silent past the timeout go offline; their leases end now. Not while the web
+        tier is down or just back, as for expire_leases."""
+        if self._silence_excused():
+            return 0
         cutoff = Now() - timedelta(seconds=conf.worker_timeout_seconds())
         with transaction.atomic(durable=True):
             silent = list(
@@ -206,6 +239,26 @@ class Dispatcher:
                 logger.warning("marked %d silent worker(s) offline", len(silent))
         return len(silent)
 
+    def _silence_excused(self) -> bool:
+        excuse = webtier.silence_excuse()
+        if excuse != self._excuse:
+            self._excuse = excuse
+            if excuse == webtier.DOWN:
+                logger.warning(
+                    "the web tier is down: no lease ends and no worker goes offline for "
+                    "silence until it has been back for %ss",
+                    conf.web_restart_grace_seconds(),
+                )
+            elif excuse == webtier.RESTARTED:
+                logger.info(
+                    "the web tier (re)started: no lease ends and no worker goes offline for "
+                    "silence until it has been up for %ss",
+                    conf.web_restart_grace_seconds(),
+                )
+            else:
+                logger.info("the web tier is up: leases and worker silence count again")
+        return excuse is not None
+
     def fire_owed_batch_callbacks(self) -> int:
         """Enqueue the callbacks of finished batches that still owe them (a safety net)."""
         fired = services.fire_owed_batch_callbacks(limit=self.batch_size)
@@ -224,27 +277,36 @@ class Dispatcher:
 
     def _free_slots_and_assignments(
         self,
-    ) -> tuple[dict[uuid.UUID, int], dict[uuid.UUID, list[Assignment]], set[uuid.UUID]]:
+    ) -> tuple[
+        dict[uuid.UUID, int], dict[uuid.UUID, list[Assignment]], set[uuid.UUID], set[uuid.UUID]
+    ]:
         """Free slots of the online workers this dispatcher locked for this tick, their
-        active assignments to unpaused queues, and which of those queues have a cap.
+        active assignments to unpaused queues, and which of those queues have a cap and which
+        a rate limit.
 
         Two statements, in this order (workers/sql/lock_online_workers.sql says why).
         """
         capacity = dispatch_sql.lock_online_workers()
         if not capacity:
-            return {}, {}, set()
+            return {}, {}, set(), set()
         rows = dispatch_sql.worker_assignments(list(capacity))
         free: dict[uuid.UUID, int] = {}
         by_worker: dict[uuid.UUID, list[Assignment]] = defaultdict(list)
         capped: set[uuid.UUID] = set()
-        for worker_id, queue_id, weight, priority, max_concurrency, busy in rows:
+        rate_limited: set[uuid.UUID] = set()
+        now = time.monotonic()
+        for worker_id, queue_id, weight, priority, max_concurrency, limited, busy in rows:
+            # Seen even when full: its round-robin weights must survive until it frees a slot.
+            self._round_robin_seen[worker_id, queue_id] = now
             if capacity[worker_id] - busy <= 0:
                 continue
             free[worker_id] = capacity[worker_id] - busy
             by_worker[worker_id].append(Assignment(queue_id, weight, priority))
             if max_concurrency is not None:
                 capped.add(queue_id)
-        return free, by_worker, capped
+            if limited:
+                rate_limited.add(queue_id)
+        return free, by_worker, capped, rate_limited
 
     def _apply_concurrency_caps(
         self, available: dict[uuid.UUID, int], capped: set[uuid.UUID]
@@ -273,6 +335,39 @@ class Dispatcher:
         )
         for queue_id, cap in caps.items():
             available[queue_id] = max(0, min(available[queue_id], cap - running.get(queue_id, 0)))
+
+    def _apply_rate_limits(
+        self, available: dict[uuid.UUID, int], rate_limited: set[uuid.UUID]
+    ) -> dict[uuid.UUID, queries.RateBucket]:
+        """Lower each rate-limited queue's availability to the whole tokens in its bucket.
+
+        Only queues with pending jobs are locked (jobs/sql/lock_rate_limits.sql): dispatchers
+        take turns on them until this transaction, whose claim spends the tokens, commits.
+        Concurrency caps are locked first, so every dispatcher locks queue rows in the same
+        order: capped queues by id, then the other rate-limited ones by id.
+        """
+        waiting = sorted(queue_id for queue_id in rate_limited if available.get(queue_id, 0) > 0)
+        buckets = queries.lock_rate_limits(waiting)
+        for queue_id, bucket in buckets.items():
+            available[queue_id] = min(available[queue_id], bucket.allowed)
+        return buckets
+
+    def _schedule_next_token(
+        self,
+        buckets: dict[uuid.UUID, queries.RateBucket],
+        pending: dict[uuid.UUID, int],
+        claimed: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID]],
+    ) -> None:
+        """Note when the next token is due of a queue whose limit, not the workers' free
+        slots, left jobs pending, so the wait after this tick ends by then (see _wait)."""
+        spent = Counter(queue_id for _, _, queue_id in claimed)
+        delays = [
+            bucket.seconds_to_next_token(spent[queue_id])
+            for queue_id, bucket in buckets.items()
+            if pending[queue_id] > spent[queue_id] and bucket.tokens - spent[queue_id] < 1
+        ]
+        if delays:
+            self._next_token_due = time.monotonic() + min(delays)
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -351,8 +446,11 @@ class Dispatcher:
         self._sleep(min(MAX_COOLDOWN, started + 2 * duration - time.monotonic()))
 
     def _wait(self) -> None:
-        """Block until a NOTIFY arrives or the jittered poll interval passes."""
+        """Block until a NOTIFY arrives, the jittered poll interval passes, or a rate-limited
+        queue with jobs waiting earns its next token, whichever comes first."""
         timeout = self.poll_interval * random.uniform(1.0, 1.1)  # noqa: S311
+        if self._next_token_due is not None:
+            timeout = min(timeout, max(0.0, self._next_token_due - time.monotonic()))
         listener = self._ensure_listener()
         if listener is None:
             self._sleep(timeout)

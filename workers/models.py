@@ -95,3 +95,23 @@ class QueueWorkerAssignment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.worker_id} ← {self.queue_id} weight {self.weight}"
+
+
+class WebProcess(models.Model):
+    """A running web process and when it last said so (its beacon, workers/webtier.py).
+
+    Not a tenant's row: the web tier's own liveness, read by the dispatcher so that it blames no
+    worker for a silence the server caused (the web tier down, or just back).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["last_seen"], name="webprocess_last_seen")]
+
+    def __str__(self) -> str:
+        return f"web {self.hostname}:{self.pid}"

@@ -5,6 +5,12 @@ threading.Event; this hub's thread LISTENs on every channel in use and sets the 
 NOTIFY arrives. A channel stays listened for a while after its last waiter leaves, since the
 same worker polls again at once. If the database is unreachable, waiters fall back to
 re-checking on a short timer (the caller's loop), so nothing waits forever.
+
+When the process is told to stop (SIGTERM: deploy/gunicorn.conf.py calls end_long_polls()),
+every waiting long-poll is woken and answers at once, with whatever it has (usually no jobs),
+and later ones do not wait: a graceful stop or reload must not sit out the long-polls' 30 s,
+during which the workers could report nothing and would look dead. Their next poll reaches the
+process that replaces this one.
 """
 
 from __future__ import annotations
@@ -56,6 +62,13 @@ class NotificationHub:
             self._start()
         ready.wait(ready_timeout)
         return event
+
+    def wake_all(self) -> None:
+        """Set the event of every waiter, on every channel."""
+        with self._lock:
+            for waiters in self._waiters.values():
+                for event in waiters:
+                    event.set()
 
     def unsubscribe(self, channel: str, event: threading.Event) -> None:
         with self._lock:
@@ -127,6 +140,29 @@ class NotificationHub:
 
 _hub: NotificationHub | None = None
 _hub_lock = threading.Lock()
+_ending = threading.Event()
+
+
+def end_long_polls() -> None:
+    """Make every long-poll of this process answer now, and the later ones not wait.
+
+    Safe in a signal handler: it only sets an event and leaves the waking of the waiters (which
+    takes the hub's lock) to a thread of its own.
+    """
+    _ending.set()
+    threading.Thread(target=_wake_all, name="taskforge-end-long-polls", daemon=True).start()
+
+
+def long_polls_ending() -> bool:
+    """True once end_long_polls() was called: the process is shutting down."""
+    return _ending.is_set()
+
+
+def _wake_all() -> None:
+    with _hub_lock:
+        current = _hub
+    if current is not None:
+        current.wake_all()
 
 
 def hub() -> NotificationHub:

@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from taskforge.lib.serializers import StrictSerializer
+from taskforge.lib.serializers import BoundedListField, StrictSerializer
 from workers.models import Worker, WorkerType
 from workers.services import QueueWeight
 
@@ -33,6 +33,16 @@ class RegisterWorkerSerializer(StrictSerializer):
         "called. Workers fetch their jobs by long-polling.",
     )
     metadata = serializers.DictField(required=False, default=dict)
+    running = serializers.ListField(
+        child=serializers.UUIDField(),
+        required=False,
+        default=list,
+        max_length=10_000,
+        help_text="Jobs the registering process still runs (a process re-registering while it "
+        "works). The worker's other jobs went with its old process: they are failed at once as "
+        "'worker restarted' and retried, so a restarted worker's slots are free at once. A "
+        "process that just started sends none.",
+    )
 
 
 class WorkerSerializer(serializers.ModelSerializer[Worker]):
@@ -59,7 +69,7 @@ class WorkerSerializer(serializers.ModelSerializer[Worker]):
 
 
 class HeartbeatSerializer(StrictSerializer):
-    running = serializers.ListField(
+    running = BoundedListField(
         child=serializers.UUIDField(), required=False, default=list, max_length=10_000
     )
 
@@ -97,7 +107,11 @@ class ResultsSerializer(StrictSerializer):
 
 class ResultOutcomeSerializer(serializers.Serializer[Any]):
     job_id = serializers.UUIDField()
-    outcome = serializers.ChoiceField(choices=["succeeded", "scheduled", "dead", "conflict"])
+    outcome = serializers.ChoiceField(
+        choices=["succeeded", "scheduled", "dead", "conflict", "busy"],
+        help_text="busy: another transaction held the job's row, so the result was not "
+        "applied (nor refused): send it again shortly.",
+    )
     run_at = serializers.DateTimeField(required=False)
 
 

@@ -13,11 +13,16 @@ from django.db.models.functions import Now
 
 from accounts.models import Project
 from jobs import queries
+from jobs import services as job_services
 from queues.models import Queue
 from taskforge import conf
 from taskforge.lib.errors import ValidationFailed
+from taskforge.lib.jsonlimits import storable_json
 from workers.exceptions import WorkerNotFound
 from workers.models import QueueWorkerAssignment, Worker, WorkerStatus, WorkerType
+
+# last_error of the jobs a worker's old process held when the worker registered again.
+RESTARTED = "worker restarted: its new process does not run this job"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +51,25 @@ def register_worker(
     worker_type: str = WorkerType.GENERAL,
     endpoint_url: str = "",
     metadata: dict[str, Any] | None = None,
+    running: Sequence[UUID] = (),
 ) -> tuple[Worker, bool]:
-    """Register a worker, or re-register the one of this name (same id); say if it is new."""
+    """Register a worker, or re-register the one of this name (same id); say if it is new.
+
+    A registration speaks for a new process: it runs the jobs in ``running`` (none, for a
+    process that just started) and nothing else. Whatever else the worker holds went with its
+    old process (killed, crashed, restarted), so it is failed at once as a lost attempt
+    ("worker restarted": retried after the queue's backoff, or dead when out of attempts), in
+    the same transaction, and the worker's slots are free for new work immediately instead of
+    after a whole lease. A late result from the old process is then refused as stale.
+    """
     if worker_type not in WorkerType.values:
         raise ValidationFailed(
             f"worker_type: must be one of {WorkerType.values}", details={"field": "worker_type"}
         )
     if isinstance(capacity, bool) or not isinstance(capacity, int) or not 1 <= capacity <= 10_000:
         raise ValidationFailed("capacity: must be 1 to 10000", details={"field": "capacity"})
+    # Checked like a job's payload: NUL, a lone surrogate or NaN would fail the UPDATE.
+    storable_json(metadata or {}, field="metadata")
     with transaction.atomic(durable=True):
         worker, created = (
             Worker.objects.for_project(project)
@@ -71,6 +87,10 @@ def register_worker(
         worker.last_heartbeat = Now()
         worker.save()
         _replace_assignments(project, worker, queues)
+        if not created:
+            job_services.fail_worker_jobs_in_transaction(
+                project, worker.pk, keep=running, error=RESTARTED
+            )
         queries.notify([queries.DISPATCH_CHANNEL])
     worker.refresh_from_db(fields=["last_heartbeat"])
     return worker, created
@@ -113,7 +133,10 @@ def _replace_assignments(project: Project, worker: Worker, queues: Sequence[Queu
 
 
 def heartbeat(project: Project, worker: Worker, *, running: Sequence[UUID]) -> str:
-    """Record that the worker is alive, extend the leases of the jobs it runs; return its status."""
+    """Record that the worker is alive, extend the leases of the jobs it runs; return its status.
+
+    Naming a delivered job acknowledges its delivery: from then on it has the whole lease.
+    """
     with transaction.atomic(durable=True):
         updated = Worker.objects.for_project(project).filter(pk=worker.pk)
         # A worker the dispatcher marked offline comes back online; draining stays draining.
@@ -139,6 +162,18 @@ def drain_worker(project: Project, worker: Worker) -> Worker:
     return worker
 
 
+def count_online_workers(project: Project, queue: Queue) -> int:
+    """How many of the project's online workers actively serve ``queue`` (draining and
+    offline workers, and inactive assignments, left out). One query; assignment_unique
+    (queue_id, worker_id) finds the queue's assignments, one per worker."""
+    return (
+        Worker.objects.for_project(project)
+        .online()
+        .filter(assignments__queue=queue, assignments__is_active=True)
+        .count()
+    )
+
+
 def deregister_worker(project: Project, worker: Worker) -> None:
     """Remove the worker; jobs it still holds are retried at once as failed attempts."""
     with transaction.atomic(durable=True):
@@ -148,6 +183,9 @@ def deregister_worker(project: Project, worker: Worker) -> None:
 
 
 def fetch_jobs(project: Project, worker: Worker, *, limit: int) -> list[queries.AssignedJob]:
-    """Deliver the jobs assigned to the worker and not fetched yet."""
+    """Deliver the jobs assigned to the worker and not fetched yet. Until a heartbeat names
+    them (heartbeat()), their leases last only TASKFORGE_ACK_TIMEOUT_SECONDS."""
     with transaction.atomic(durable=True):
-        return queries.fetch_assigned(worker.pk, limit=limit)
+        return queries.fetch_assigned(
+            worker.pk, limit=limit, ack_seconds=conf.ack_timeout_seconds()
+        )

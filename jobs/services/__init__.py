@@ -3,20 +3,24 @@
 By concern:
 
 * ``submit``: one job, a batch (all or nothing), the engine's own producers;
-* ``results``: what workers report (complete, fail, logs) and lease expiry;
-* ``actions``: an operator's cancel and retry of one job, purge of a queue's waiting jobs;
+* ``results``: what workers report (complete, fail, logs), lease expiry, and the attempts a
+  re-registered worker's old process took with it;
+* ``actions``: an operator's cancel and retry of one job;
 * ``bulk``: cancel, retry or delete many jobs by ids or by a filter;
 * ``batches``: batch progress and callbacks, fired exactly once;
 * ``graph``: the DAG rules the others share (cascades, waiting again after a retry);
-* ``lookup``: one job of a project, a foreign one looking missing.
+* ``lookup``: one job of a project, a foreign one looking missing;
+* ``queue_jobs``: a queue's jobs in bulk (purge the waiting ones, take and delete them all),
+  batched in SQL, in the caller's transaction: taskforge/queue_ops.py adds the queue's lock
+  and the audit record (``from jobs.services import queue_jobs``).
 
 The hot statements they run are in jobs/sql/, executed by jobs/queries.py. Callers import
 from here (``from jobs import services``); the modules are the places to read.
 """
 
 # What the engine's statements hand back, for callers that pass it on (the worker protocol).
-from jobs.queries import AssignedJob, Outcome, worker_channel
-from jobs.services.actions import cancel_job, purge_queue, retry_job
+from jobs.queries import BUSY, AssignedJob, Outcome, worker_channel
+from jobs.services.actions import cancel_job, retry_job
 from jobs.services.batches import (
     CALLBACK_NAMES,
     BatchStatus,
@@ -32,12 +36,14 @@ from jobs.services.results import (
     complete_job,
     expire_leases,
     fail_job,
+    fail_worker_jobs_in_transaction,
     report_results,
 )
 from jobs.services.submit import Submitted, enqueue_in_transaction, submit_job, submit_jobs
 
 __all__ = [
     "BULK_LIMIT",
+    "BUSY",
     "CALLBACK_NAMES",
     "AssignedJob",
     "BatchStatus",
@@ -53,10 +59,10 @@ __all__ = [
     "enqueue_in_transaction",
     "expire_leases",
     "fail_job",
+    "fail_worker_jobs_in_transaction",
     "fire_batch_callbacks",
     "fire_owed_batch_callbacks",
     "get_job",
-    "purge_queue",
     "report_results",
     "retry_job",
     "submit_job",

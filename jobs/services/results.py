@@ -1,5 +1,6 @@
 """What workers report: results (complete, fail, many at once), log lines, and the
-engine's lease expiry, which fails an attempt whose worker went silent.
+engine's lease expiry, which fails an attempt whose worker went silent; and the attempts a
+worker's old process took with it when the worker registers again.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from accounts.models import Project
 from jobs import queries
-from jobs.exceptions import StaleLease
+from jobs.exceptions import JobBusy, StaleLease
 from jobs.models import ExecutionLog, Job, JobExecution, JobState, LogLevel
 from jobs.services import batches, graph, lookup
 from jobs.specs import encode_payload
@@ -35,21 +36,32 @@ class ResultItem:
 
 
 def complete_job(project: Project, job_id: UUID, *, lease_token: UUID, result: Any = None) -> Job:
-    """Mark a job succeeded and release its children; StaleLease if the token is not current."""
+    """Mark a job succeeded and release its children; StaleLease if the token is not current,
+    JobBusy if another transaction holds the job's row (nothing changed: try again)."""
     outcomes = report_results(project, [ResultItem(job_id, lease_token, True, result=result)])
-    if outcomes[job_id] is None:
-        raise StaleLease(_stale_message(job_id), details={"job_id": str(job_id)})
+    _raise_unless_applied(job_id, outcomes[job_id])
     return lookup.get_job(project, job_id)
 
 
 def fail_job(
     project: Project, job_id: UUID, *, lease_token: UUID, error: str, retryable: bool = True
 ) -> Job:
-    """Record a failed attempt: retry after backoff, or dead when exhausted or not retryable."""
+    """Record a failed attempt: retry after backoff, or dead when exhausted or not retryable.
+    StaleLease and JobBusy as for complete_job."""
     item = ResultItem(job_id, lease_token, False, error=error, retryable=retryable)
-    if report_results(project, [item])[job_id] is None:
-        raise StaleLease(_stale_message(job_id), details={"job_id": str(job_id)})
+    _raise_unless_applied(job_id, report_results(project, [item])[job_id])
     return lookup.get_job(project, job_id)
+
+
+def _raise_unless_applied(job_id: UUID, outcome: queries.Outcome | None) -> None:
+    if outcome is None:
+        raise StaleLease(_stale_message(job_id), details={"job_id": str(job_id)})
+    if outcome.state == queries.BUSY:
+        raise JobBusy(
+            f"job {job_id} is being changed by another transaction; nothing was changed: "
+            "send the same request again shortly",
+            details={"job_id": str(job_id)},
+        )
 
 
 def _stale_message(job_id: UUID) -> str:
@@ -63,7 +75,11 @@ def report_results(
     project: Project, items: Sequence[ResultItem]
 ) -> dict[UUID, queries.Outcome | None]:
     """Apply many results to the project's jobs in one transaction; return each job's outcome
-    (None: a stale lease, or not a job of this project)."""
+    (None: a stale lease, or not a job of this project; state BUSY: another transaction held
+    the job's row, so the result was not applied and the caller should send it again).
+
+    Nothing waits for a row lock on a job: one locked row must not hold up the other results
+    of the batch, nor the worker's slots behind them (complete_jobs.sql)."""
     # Each result is serialised once: checked here, and this text is what gets stored.
     results: dict[UUID, str] = {}
     for item in items:
@@ -88,9 +104,13 @@ def report_results(
             completion = queries.complete_jobs(project.pk, done)
             released = completion.released
             outcomes.update((o.job_id, o) for o in completion.succeeded)
+            outcomes.update(
+                (job_id, queries.Outcome(job_id, queries.BUSY, None, None))
+                for job_id in completion.busy
+            )
         if failed:
             outcomes.update((o.job_id, o) for o in queries.fail_jobs(project.pk, failed))
-        applied = [o for o in outcomes.values() if o is not None]
+        applied = [o for o in outcomes.values() if o is not None and o.state != queries.BUSY]
         cascade = graph.cascade_failures(applied)
         batches.fire_batch_callbacks(graph.owed_batches(applied, cascade))
         # Freed slots and released children are new work for the dispatchers.
@@ -117,10 +137,39 @@ def expire_leases(*, limit: int) -> int:
         return len(expired)
 
 
+def fail_worker_jobs_in_transaction(
+    project: Project, worker_id: UUID, *, keep: Sequence[UUID], error: str
+) -> int:
+    """Fail, as attempts lost with the worker's old process, the jobs it holds except ``keep``
+    (the ones its new process says it runs); return how many. In the caller's transaction:
+    a worker's re-registration, which must free its slots in the same commit.
+
+    Each is a failed attempt like a worker-reported one: retried after the queue's backoff, or
+    dead when out of attempts, with the cascade and batch callbacks that follow. A row another
+    transaction holds is skipped (lock_worker_jobs.sql) and left to lease expiry.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("fail_worker_jobs_in_transaction needs the caller's transaction")
+    held = queries.lock_worker_jobs(project.pk, worker_id, keep=keep)
+    if not held:
+        return 0
+    items = [queries.Failed(job_id, token, error, True) for job_id, token in held]
+    outcomes = [o for o in queries.fail_jobs(project.pk, items) if o.state != queries.BUSY]
+    cascade = graph.cascade_failures(outcomes)
+    batches.fire_batch_callbacks(graph.owed_batches(outcomes, cascade))
+    # Freed slots (and released children) are work for the dispatchers.
+    queries.notify([queries.DISPATCH_CHANNEL])
+    return len(outcomes)
+
+
 def append_logs(
     project: Project, job_id: UUID, *, lease_token: UUID, entries: Sequence[dict[str, Any]]
 ) -> int:
-    """Store log lines for the job's current execution; StaleLease if the token is not current."""
+    """Store log lines for the job's current execution; StaleLease if the token is not current.
+
+    Current means the job is processing under this very token: the execution row of an
+    earlier attempt carries its own (older) token and is found by it too, so matching the
+    execution alone would accept the lines of an attempt that lost its lease."""
     rows = []
     for index, entry in enumerate(entries):
         level, message = entry.get("level", LogLevel.INFO), entry.get("message")
@@ -133,12 +182,17 @@ def append_logs(
                 "message", "must be a string without NUL", index=index, items="entries"
             )
         metadata = entry.get("metadata") or {}
-        encode_payload(index, metadata, name="metadata")
+        encode_payload(index, metadata, name="metadata", items="entries")
         rows.append((level, message[:10_000], metadata))
     with transaction.atomic(durable=True):
         execution = (
             JobExecution.objects.for_project(project)
-            .filter(job_id=job_id, lease_token=lease_token, job__state=JobState.PROCESSING)
+            .filter(
+                job_id=job_id,
+                lease_token=lease_token,
+                job__state=JobState.PROCESSING,
+                job__lease_token=lease_token,
+            )
             .first()
         )
         if execution is None:

@@ -21,13 +21,13 @@ from jobs.models import TERMINAL_STATES, Batch, Job, JobDependency, JobState, Pa
 from jobs.services import batches, graph
 from jobs.specs import (
     JobSpec,
+    check_batch_size,
     check_graph_size,
     check_refs,
     topological_order,
     validate_callback,
     validate_spec,
 )
-from taskforge import conf
 from taskforge.lib.errors import ValidationFailed, field_error
 from taskforge.lib.ids import uuid7
 
@@ -95,11 +95,7 @@ def submit_jobs(
     """
     if not specs:
         raise ValidationFailed("jobs: at least one job is required", details={"field": "jobs"})
-    if len(specs) > conf.max_batch_jobs():
-        raise ValidationFailed(
-            f"jobs: at most {conf.max_batch_jobs()} jobs per batch, got {len(specs)}",
-            details={"field": "jobs", "limit": conf.max_batch_jobs()},
-        )
+    check_batch_size(len(specs))
     callbacks = {
         name: spec
         for name, spec in (("on_complete", on_complete), ("on_success", on_success))

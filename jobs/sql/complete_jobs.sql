@@ -3,9 +3,16 @@
 -- Fencing: a row is completed only while it is processing under the same lease_token; a
 -- stale or unknown token matches nothing and the caller reports a conflict for that id.
 -- Tenancy: %(project_id)s (the caller's project, never NULL) scopes every row.
+-- Row locks: the jobs are locked first, FOR NO KEY UPDATE SKIP LOCKED, so one row that
+-- another transaction holds (an operator's cancel, a long-running admin query, a stuck
+-- session) never makes the whole batch wait: the rows that can be completed are, and a row
+-- skipped that is still processing under its token (by this statement's snapshot) comes back
+-- as 'busy', for the caller to report as "retry later" rather than as stale. A busy result
+-- retried later may then turn out stale (the holder was expiring or cancelling the job).
 -- Concurrency: two parents of one child completing at once both decrement pending_parents;
 -- the second UPDATE waits for the first's row lock and then re-reads the row, so the count
--- reaches zero exactly once and the child is released exactly once.
+-- reaches zero exactly once and the child is released exactly once (the children are not
+-- skipped when locked: that wait is short, and skipping would strand the child).
 -- callback_owed: the job's batch has callbacks not yet enqueued, so the caller checks whether
 -- this completion finished it (services._fire_batch_callbacks); false costs the caller nothing.
 -- Index: primary key for jobs and batches; jobs_jobexecution_job_id; jobdependency_unique
@@ -15,6 +22,13 @@ WITH input AS (
     FROM unnest(%(ids)s::uuid[], %(lease_tokens)s::uuid[], %(results)s::text[])
         AS i(id, lease_token, result)
 ),
+locked AS MATERIALIZED (
+    SELECT job.id
+    FROM jobs_job AS job
+    JOIN input AS i ON i.id = job.id AND i.lease_token = job.lease_token
+    WHERE job.state = 'processing' AND job.project_id = %(project_id)s::uuid
+    FOR NO KEY UPDATE OF job SKIP LOCKED
+),
 done AS (
     UPDATE jobs_job AS job
     SET state = 'succeeded',
@@ -22,12 +36,20 @@ done AS (
         finished_at = now(),
         lease_token = NULL,
         lease_expires_at = NULL
-    FROM input AS i
-    WHERE job.id = i.id
+    FROM input AS i, locked AS l
+    WHERE job.id = l.id
+        AND i.id = l.id
         AND job.lease_token = i.lease_token
         AND job.state = 'processing'
-        AND job.project_id = %(project_id)s::uuid
     RETURNING job.id, i.lease_token, job.batch_id
+),
+busy AS (
+    SELECT DISTINCT i.id
+    FROM input AS i
+    JOIN jobs_job AS job ON job.id = i.id AND job.lease_token = i.lease_token
+    WHERE job.state = 'processing'
+        AND job.project_id = %(project_id)s::uuid
+        AND NOT EXISTS (SELECT 1 FROM locked AS l WHERE l.id = i.id)
 ),
 closed AS (
     UPDATE jobs_jobexecution AS e
@@ -60,3 +82,5 @@ LEFT JOIN jobs_batch AS b
     AND (b.on_complete IS NOT NULL OR b.on_success IS NOT NULL)
 UNION ALL
 SELECT 'released', id, NULL, false FROM released WHERE state = 'pending'
+UNION ALL
+SELECT 'busy', id, NULL, false FROM busy

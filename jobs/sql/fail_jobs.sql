@@ -3,6 +3,11 @@
 -- retryable, to dead. Used for worker-reported failures and for expired leases alike.
 -- Fencing: only rows processing under the same lease_token change; the caller reports a
 -- conflict for ids that are not returned.
+-- Row locks: the jobs are locked first, FOR NO KEY UPDATE SKIP LOCKED, as in complete_jobs.sql:
+-- a row another transaction holds is skipped, and returned with the state 'busy' (and nothing
+-- else) when it is still processing under its token, for the caller to retry rather than
+-- report as stale. Lease expiry and a worker's re-registration locked their rows earlier in
+-- the same transaction; SKIP LOCKED never skips the transaction's own locks.
 -- Tenancy: %(project_id)s scopes the rows; NULL only from the engine's lease expiry
 -- (queries.fail_expired_leases_of_every_tenant), which no request path imports.
 -- callback_owed: the job went dead and its batch has callbacks not yet enqueued.
@@ -12,6 +17,14 @@ WITH input AS (
     FROM unnest(%(ids)s::uuid[], %(lease_tokens)s::uuid[], %(errors)s::text[],
         %(retryable)s::boolean[])
         AS i(id, lease_token, error, retryable)
+),
+locked AS MATERIALIZED (
+    SELECT job.id
+    FROM jobs_job AS job
+    JOIN input AS i ON i.id = job.id AND i.lease_token = job.lease_token
+    WHERE job.state = 'processing'
+        AND (%(project_id)s::uuid IS NULL OR job.project_id = %(project_id)s::uuid)
+    FOR NO KEY UPDATE OF job SKIP LOCKED
 ),
 failed AS (
     UPDATE jobs_job AS job
@@ -31,13 +44,21 @@ failed AS (
         last_error = i.error,
         lease_token = NULL,
         lease_expires_at = NULL
-    FROM input AS i, queues_queue AS q
-    WHERE job.id = i.id
+    FROM input AS i, locked AS l, queues_queue AS q
+    WHERE job.id = l.id
+        AND i.id = l.id
         AND q.id = job.queue_id
         AND job.lease_token = i.lease_token
         AND job.state = 'processing'
-        AND (%(project_id)s::uuid IS NULL OR job.project_id = %(project_id)s::uuid)
     RETURNING job.id, job.state, job.run_at, job.batch_id, i.lease_token, i.error
+),
+busy AS (
+    SELECT DISTINCT i.id
+    FROM input AS i
+    JOIN jobs_job AS job ON job.id = i.id AND job.lease_token = i.lease_token
+    WHERE job.state = 'processing'
+        AND (%(project_id)s::uuid IS NULL OR job.project_id = %(project_id)s::uuid)
+        AND NOT EXISTS (SELECT 1 FROM locked AS l WHERE l.id = i.id)
 ),
 closed AS (
     UPDATE jobs_jobexecution AS e
@@ -51,3 +72,5 @@ LEFT JOIN jobs_batch AS b
     ON b.id = f.batch_id
     AND b.callback_enqueued_at IS NULL
     AND (b.on_complete IS NOT NULL OR b.on_success IS NOT NULL)
+UNION ALL
+SELECT id, 'busy', NULL, NULL, false FROM busy

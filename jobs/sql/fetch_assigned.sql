@@ -1,4 +1,8 @@
 -- Hand a worker the jobs the dispatcher assigned to it and it has not fetched yet.
+-- Delivery is not acknowledgement: the answer may be written to a process that died with its
+-- long-poll open. So a delivered job's lease is cut to %(ack_seconds)s (the acknowledgement
+-- timeout) until a heartbeat names it (extend_leases.sql); a job nobody acknowledges expires
+-- like any lease then, and is retried, instead of waiting out a whole lease.
 -- Index: job_worker_processing (worker_id) WHERE state = 'processing'.
 -- Concurrency: SKIP LOCKED, so two concurrent long-polls of one worker split the jobs
 -- instead of both returning them.
@@ -10,7 +14,8 @@ WITH picked AS MATERIALIZED (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE jobs_job AS job
-SET delivered_at = now()
+SET delivered_at = now(),
+    lease_expires_at = least(job.lease_expires_at, now() + make_interval(secs => %(ack_seconds)s))
 FROM picked
 WHERE job.id = picked.id
 RETURNING job.id, job.job_type, job.payload, job.attempts, job.lease_token,

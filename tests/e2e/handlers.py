@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 from taskforge_client import PermanentError, handler
@@ -36,4 +38,14 @@ def slow_first(ctx: Any, payload: Any) -> Any:
     # The first attempt hangs (its worker gets SIGKILLed); a retry elsewhere is quick.
     if ctx.attempt == 1:
         ctx.sleep(120)
+    return {"attempt": ctx.attempt}
+
+
+@handler("e2e.record")
+def record(ctx: Any, payload: Any) -> Any:
+    # Sleeps payload["sleep"] seconds, then appends "<job id> <attempt> <unix time>" to the file
+    # $TASKFORGE_E2E_RECORDS: one line per run, so a test sees a job that ran twice, and when.
+    ctx.sleep(payload.get("sleep", 0))
+    with open(os.environ["TASKFORGE_E2E_RECORDS"], "a") as records:
+        records.write(f"{ctx.job_id} {ctx.attempt} {time.time()}\n")
     return {"attempt": ctx.attempt}

@@ -14,15 +14,24 @@ WORKER_BIN = Path(sys.executable).parent / "taskforge-worker"
 
 
 def start_worker(
-    url: str, key: str, name: str, log_dir: Path, **env: str
+    url: str,
+    key: str,
+    name: str,
+    log_dir: Path,
+    *,
+    concurrency: int = 8,
+    poll_wait: int = 1,
+    **env: str,
 ) -> subprocess.Popen[bytes]:
     """A ``taskforge-worker`` process running tests/e2e/handlers.py on the default queue."""
-    # Short long-polls: the live server's request threads must be done (and off the test
-    # database) soon after the worker exits.
-    with (log_dir / f"worker-{name}.log").open("wb") as log:
+    # Short long-polls by default: the live server's request threads must be done (and off
+    # the test database) soon after the worker exits. Its log is appended to, so a worker
+    # restarted under the same name keeps one log.
+    with (log_dir / f"worker-{name}.log").open("ab") as log:
         return subprocess.Popen(
             [str(WORKER_BIN), "--url", url, "--api-key", key, "--queues", "default:1",
-             "--concurrency", "8", "--name", name, "--poll-wait", "1", "tests.e2e.handlers"],
+             "--concurrency", str(concurrency), "--name", name, "--poll-wait", str(poll_wait),
+             "tests.e2e.handlers"],
             cwd=REPO_ROOT,
             env={**child_env(**env), "PYTHONPATH": str(REPO_ROOT)},
             stdout=log,

@@ -2,9 +2,11 @@
 
 import logging
 import threading
+from datetime import timedelta
 
 import pytest
 import taskforge_client.demo  # noqa: F401 (registers the demo.* handlers)
+from django.db.models.functions import Now
 from taskforge_client import PermanentError, ValidationError
 
 from jobs.models import ExecutionLog, Job, JobExecution
@@ -253,3 +255,34 @@ def test_a_worker_for_an_unknown_queue_is_refused_at_registration(sdk_server):
         worker.run()
 
     assert "no-such-queue" in caught.value.message
+
+
+def test_the_worker_acknowledges_a_delivery_at_once_whatever_its_heartbeat_interval(
+    sdk_server, api, run_worker, settings
+):
+    # The server gives a delivered job 2 s until a heartbeat names it; this worker's regular
+    # heartbeat comes every 60 s, so only the heartbeat a fetch triggers can keep the job.
+    settings.TASKFORGE_ACK_TIMEOUT_SECONDS = 2
+    settings.TASKFORGE_LEASE_SECONDS = 600
+    worker = sdk_server.worker(heartbeat_interval=60)
+    started, release = threading.Event(), threading.Event()
+
+    @worker.handler("blocks")
+    def blocks(ctx, payload):
+        started.set()
+        release.wait(30)
+
+    job = api.submit("default", "blocks")
+    run_worker(worker)
+    assert started.wait(30)
+    wait_for(
+        lambda: (
+            Job.objects.all_tenants()
+            .filter(pk=job.id, lease_expires_at__gt=Now() + timedelta(seconds=60))
+            .exists()
+        ),
+        timeout=5,
+        message="the delivery to be acknowledged with the whole lease",
+    )
+    release.set()
+    assert wait_until_terminal([job.id])[job.id].attempts == 1

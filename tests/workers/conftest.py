@@ -1,4 +1,4 @@
-"""Fixtures for the worker protocol tests (shared/API.md "Worker protocol").
+"""Fixtures for the worker protocol tests (docs/api.md#the-worker-protocol).
 
 Every request goes through the whole HTTP stack (rest_framework.test.APIClient):
 * ``wapi``: a key of the project with the ``workers`` scope (what a worker process holds);
@@ -27,7 +27,7 @@ from django.db import connections
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from accounts.models import AuditLog, Project, User
+from accounts.models import Project, User
 from jobs import queries
 from jobs.models import ExecutionLog, Job, JobExecution
 from queues.models import Queue
@@ -191,16 +191,11 @@ def refused() -> Callable[[Any, int, str], dict[str, Any]]:
     return check_envelope
 
 
-def cross_tenant_denials(org: Any) -> list[tuple[str, str]]:
-    rows = AuditLog.objects.for_org(org).filter(action="access.cross_tenant_denied")
-    return sorted(rows.values_list("target_type", "target_id"))
-
-
 # --- long-poll plumbing --------------------------------------------------------------------
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``predicate`` until it holds (never a bare sleep: STYLE.md rule 53)."""
+    """Poll ``predicate`` until it holds (docs/conventions.md#tests-never-a-bare-sleep)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"

@@ -244,6 +244,29 @@ def test_log_lines_for_a_finished_job_are_409(wapi, fleet, refused):
     assert not ExecutionLog.objects.all_tenants().exists()
 
 
+def test_log_lines_with_the_token_of_an_earlier_attempt_are_409(wapi, fleet, refused):
+    # The first attempt's execution row still carries its token: the job must be processing
+    # under that token, not merely processing.
+    worker = fleet.register()
+    (first,) = fleet.running(worker)
+    Job.objects.all_tenants().filter(pk=first["id"]).update(
+        lease_expires_at=Now() - timedelta(seconds=1)
+    )
+    assert Dispatcher(batch_size=100).expire_leases() == 1
+    Job.objects.all_tenants().filter(pk=first["id"]).update(run_at=Now() - timedelta(seconds=1))
+    assert Dispatcher(batch_size=100).promote_due() == 1
+    assert fleet.assign() == 1
+    (second,) = fleet.poll(worker).json()["jobs"]
+    assert second["lease_token"] != first["lease_token"]
+
+    body = {"lease_token": first["lease_token"], "entries": [{"message": "from the past"}]}
+    error = refused(post(wapi, f"{JOBS}/{first['id']}/logs", body), 409, "conflict")
+    assert error["details"] == {"job_id": first["id"]}
+    assert not ExecutionLog.objects.all_tenants().exists()
+    body = {"lease_token": second["lease_token"], "entries": [{"message": "current"}]}
+    assert post(wapi, f"{JOBS}/{first['id']}/logs", body).status_code == 201
+
+
 # --- results (batch) -------------------------------------------------------------------------
 
 

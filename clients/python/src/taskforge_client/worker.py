@@ -9,10 +9,19 @@ Threads (all daemons, so a handler stuck forever cannot keep the process alive):
 * the reporter sends results in batches (``POST /workers/{id}/results``) every
   ``flush_interval`` seconds or ``flush_size`` results, whichever comes first;
 * the heartbeat sends the ids of the jobs held every ``lease/3`` seconds (10 s at most),
-  which extends their leases; when the server answers ``draining`` the worker drains;
+  which extends their leases; when the server answers ``draining`` the worker drains. A fetch
+  that brought jobs makes it go out within ``ACK_HEARTBEAT_SECONDS``: naming a delivered job
+  acknowledges its delivery, and the server gives an unacknowledged one only a short lease
+  (``TASKFORGE_ACK_TIMEOUT_SECONDS``, 10 s by default) before it retries it elsewhere;
 * the watchdog fails jobs that run past their ``timeout_seconds``.
 
 A job's log lines (``ctx.log``) are posted just before its result, while its lease is current.
+
+Results are kept until the server has answered for them: a request that fails for want of the
+server (a restart, a network fault, a 5xx) is sent again with backoff for as long as the worker
+runs (the heartbeats, which name those jobs too, keep their leases), and an item the server
+answers ``busy`` for (another transaction held its job's row) is sent again after
+``BUSY_RETRY_SECONDS``, without holding up the results of other jobs.
 
 Timeouts: a thread cannot be killed. A handler past its timeout is reported as a retryable
 failure ("timed out after Ns"), its context's ``timed_out`` turns true, a fresh runner takes
@@ -31,7 +40,6 @@ import asyncio
 import heapq
 import inspect
 import itertools
-import json
 import logging
 import os
 import queue
@@ -48,9 +56,10 @@ from types import FrameType
 from typing import Any
 
 from taskforge_client import __version__
-from taskforge_client.client import TaskForge
+from taskforge_client.client import TaskForge, encode_json
 from taskforge_client.errors import (
     AuthenticationError,
+    EncodingError,
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
@@ -79,6 +88,15 @@ LOG_CHUNK = 1000
 # After stop, a failing results request is given this many more tries before it is dropped
 # (the jobs' leases then expire and the server retries them).
 SHUTDOWN_REPORT_TRIES = 3
+# A result the server answered "busy" for (its job's row was locked by another transaction:
+# not applied, not stale) is sent again after this many seconds, with whatever else is due.
+BUSY_RETRY_SECONDS = 0.5
+# After stop, a busy result is sent again this many more times at most before it is dropped
+# (its lease then expires and the server retries the job).
+SHUTDOWN_BUSY_TRIES = 20
+# After a fetch that brought jobs, the heartbeat that acknowledges them goes out this soon (and
+# no sooner after the previous heartbeat): well within the server's acknowledgement timeout.
+ACK_HEARTBEAT_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +110,10 @@ class Outcome:
 
     @classmethod
     def failure(cls, error: str, *, retryable: bool) -> Outcome:
-        # The server refuses NUL characters and keeps 10,000 characters.
-        return cls(False, error=error.replace("\x00", "")[:10_000], retryable=retryable)
+        # The server refuses NUL characters and keeps 10,000 characters; a lone surrogate
+        # (from an exception's message, say) could not be sent at all, so it is spelled out.
+        error = error.replace("\x00", "").encode("utf-8", "backslashreplace").decode("utf-8")
+        return cls(False, error=error[:10_000], retryable=retryable)
 
 
 @dataclass(eq=False)
@@ -107,6 +127,8 @@ class _Held:
     # The watchdog gave up on the runner thread (timeout): it must not take more work.
     abandoned: bool = False
     outcome: Outcome | None = field(default=None, repr=False)
+    # Times the server answered "busy" for the result after stop was requested.
+    busy_tries: int = 0
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -211,6 +233,11 @@ class Worker:
         self._work: queue.SimpleQueue[_Held | None] = queue.SimpleQueue()
         self._results: queue.SimpleQueue[_Held | None] = queue.SimpleQueue()
         self._heartbeat_stop = threading.Event()
+        # Set by a fetch that brought jobs: the heartbeat acknowledging them is due now.
+        self._heartbeat_due = threading.Event()
+        # The reporter thread's own: results to send again, (due time, sequence, entry).
+        self._busy_retries: list[tuple[float, int, _Held]] = []
+        self._busy_seq = itertools.count()
         self._watch_cond = threading.Condition()
         self._watch_heap: list[tuple[float, int, _Held]] = []
         self._watch_seq = itertools.count()
@@ -340,6 +367,7 @@ class Worker:
         self._results.put(None)
         self._threads["reporter"].join()
         self._heartbeat_stop.set()
+        self._heartbeat_due.set()
         self._threads["heartbeat"].join()
         with self._watch_cond:
             self._watch_stop = True
@@ -453,6 +481,8 @@ class Worker:
                 held.append(entry)
             self._busy += len(held)
         self._note_lease(jobs)
+        # Acknowledge the delivery: the next heartbeat names these jobs.
+        self._heartbeat_due.set()
         for entry in held:
             self._work.put(entry)
 
@@ -496,11 +526,14 @@ class Worker:
             outcome = self._failed(ctx, exc, retryable=True)
         else:
             try:
-                # PostgreSQL's jsonb has no NaN or Infinity either.
-                json.dumps(result, allow_nan=False)
-            except (TypeError, ValueError) as exc:
+                # Encoded as the results request will encode it: a result that cannot be
+                # (a lone surrogate, NaN, a set…) fails its own job here, for good, instead of
+                # failing the request that carries the results of other jobs too.
+                encode_json(result)
+            except EncodingError as exc:
                 outcome = Outcome.failure(
-                    f"the result is not JSON-serializable: {exc}", retryable=False
+                    f"the result is not JSON-serializable: {exc.details['reason']}",
+                    retryable=False,
                 )
             else:
                 outcome = Outcome(True, result=result)
@@ -606,14 +639,23 @@ class Worker:
     # --- reporting ----------------------------------------------------------------------------
 
     def _reporter_loop(self) -> None:
+        # Busy results that are due go out with the next batch, and a wait for new results
+        # ends when the next busy one falls due. After the sentinel (None: every job has
+        # finished), what is left to send again is sent before the thread ends.
+        last = False
         while True:
-            first = self._results.get()
-            if first is None:
-                return
-            batch = [first]
-            last = False
+            batch = self._due_busy_results()
+            if not last and not batch:
+                try:
+                    first = self._results.get(timeout=self._until_busy_results_due())
+                except queue.Empty:
+                    continue  # a busy result fell due
+                if first is None:
+                    last = True
+                else:
+                    batch.append(first)
             deadline = time.monotonic() + self.flush_interval
-            while len(batch) < self.flush_size:
+            while not last and len(batch) < self.flush_size:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -625,13 +667,43 @@ class Worker:
                     last = True
                     break
                 batch.append(entry)
-            try:
-                self._report(batch)
-            except Exception:
-                logger.exception("reporting %d result(s) failed", len(batch))
-                self._acknowledge(batch, [])
-            if last:
-                return
+            if batch:
+                try:
+                    self._report(batch)
+                except Exception:
+                    logger.exception("reporting %d result(s) failed", len(batch))
+                    self._acknowledge(batch, [])
+            elif last:
+                if not self._busy_retries:
+                    return
+                time.sleep(self._until_busy_results_due() or 0.0)
+
+    def _due_busy_results(self) -> list[_Held]:
+        due: list[_Held] = []
+        now = time.monotonic()
+        while self._busy_retries and self._busy_retries[0][0] <= now:
+            due.append(heapq.heappop(self._busy_retries)[2])
+        return due
+
+    def _until_busy_results_due(self) -> float | None:
+        """Seconds until the next busy result is due again; None when there is none."""
+        if not self._busy_retries:
+            return None
+        return max(0.0, self._busy_retries[0][0] - time.monotonic())
+
+    def _send_again_later(self, entry: _Held) -> bool:
+        """Queue a result the server answered "busy" for; False when it is given up on."""
+        if self._stop_requested.is_set():
+            entry.busy_tries += 1
+            if entry.busy_tries > SHUTDOWN_BUSY_TRIES:
+                logger.error(
+                    "job %s: giving up on its result, the server stayed busy with the job",
+                    entry.job.id,
+                )
+                return False
+        due = time.monotonic() + BUSY_RETRY_SECONDS
+        heapq.heappush(self._busy_retries, (due, next(self._busy_seq), entry))
+        return True
 
     def _report(self, batch: list[_Held]) -> None:
         tries = 0
@@ -678,10 +750,13 @@ class Worker:
             return
         entry = batch[0]
         if entry.outcome is not None and entry.outcome.succeeded:
-            logger.error("job %s: the server refused its result: %s", entry.job.id, exc)
-            entry.outcome = Outcome.failure(
-                f"result refused by the server: {exc.message}", retryable=False
-            )
+            if isinstance(exc, EncodingError):
+                # Changed after it was checked (by a thread the handler left running, say).
+                error = f"the result is not JSON-serializable: {exc.details['reason']}"
+            else:
+                error = f"result refused by the server: {exc.message}"
+            logger.error("job %s: %s", entry.job.id, error)
+            entry.outcome = Outcome.failure(error, retryable=False)
             self._report([entry])
             return
         logger.error("job %s: the server refused its failure report: %s", entry.job.id, exc)
@@ -689,9 +764,18 @@ class Worker:
 
     def _acknowledge(self, batch: list[_Held], outcomes: list[dict[str, Any]]) -> None:
         by_id = {str(o.get("job_id")): o.get("outcome") for o in outcomes}
+        kept: list[_Held] = []
         for entry in batch:
             outcome = by_id.get(entry.job.id)
-            if outcome == "conflict":
+            if outcome == "busy":
+                # Not applied and not stale: another transaction held the job's row. Still
+                # held (the heartbeats keep its lease), and sent again shortly.
+                logger.info(
+                    "job %s: the server is busy with the job; result sent again soon", entry.job.id
+                )
+                if self._send_again_later(entry):
+                    kept.append(entry)
+            elif outcome == "conflict":
                 # Not retried: the lease is no longer ours (expired and re-assigned, cancelled,
                 # or the result was already recorded).
                 logger.warning(
@@ -701,7 +785,8 @@ class Worker:
                 logger.debug("job %s: %s", entry.job.id, outcome)
         with self._lock:
             for entry in batch:
-                self._held.pop(entry.job.id, None)
+                if not any(entry is other for other in kept):
+                    self._held.pop(entry.job.id, None)
 
     # --- heartbeats ---------------------------------------------------------------------------
 
@@ -711,7 +796,17 @@ class Worker:
         return min(MAX_HEARTBEAT_SECONDS, max(1.0, self._lease_seconds / 3))
 
     def _heartbeat_loop(self) -> None:
-        while not self._heartbeat_stop.wait(self._heartbeat_every()):
+        last = time.monotonic()
+        while True:
+            # Every interval, or sooner when a fetch brought jobs (_heartbeat_due): naming
+            # them acknowledges their delivery. At most one per ACK_HEARTBEAT_SECONDS.
+            self._heartbeat_due.wait(max(0.0, last + self._heartbeat_every() - time.monotonic()))
+            if self._heartbeat_due.is_set() and not self._heartbeat_stop.is_set():
+                self._heartbeat_stop.wait(max(0.0, last + ACK_HEARTBEAT_SECONDS - time.monotonic()))
+            if self._heartbeat_stop.is_set():
+                return
+            self._heartbeat_due.clear()
+            last = time.monotonic()
             worker_id = self.worker_id
             try:
                 data = self.client.request(

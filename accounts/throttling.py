@@ -4,7 +4,7 @@ Both sign-ins use them, the API's (POST /api/v1/auth/token) and the Django admin
 (taskforge/admin_site.py), and share the counters, so alternating between them buys no extra
 guesses.
 
-Counters live in Django's cache (Redis in production, local memory otherwise) as fixed
+Counters live in Django's cache (Redis in production, the database cache otherwise) as fixed
 one-minute windows. Every attempt first reserves a slot with an atomic ``add`` + ``incr``, so
 concurrent attempts cannot all slip past a read-then-write check; a successful sign-in gives
 its slot back. The effect is that only failures count: a user who signs in often is never

@@ -1,8 +1,14 @@
-"""API rate limits from the organization's plan: per organization and per credential.
+"""API rate limits from the organization's plan: requests per minute, per organization.
 
-A fixed one-minute window counted with the cache's atomic add + incr, so the count is shared
-by every web process when REDIS_URL is set (with the local-memory cache it is per process,
-as the start-up log says). A limit of None (enterprise) means no limit.
+A fixed one-minute window counted with the default cache's atomic add + incr, so the count is
+shared by every web process: in Redis when REDIS_URL is set, else in PostgreSQL
+(taskforge/lib/dbcache.py). A limit of None (enterprise) means no limit.
+
+One counter per organization, not one more per credential under the same limit: a
+credential's requests are a subset of its organization's, so its own counter could refuse
+nothing the organization's would not, and two counters race. Request A could count 20th for
+the organization and 21st for its key while B counted 21st and 20th, and both were refused:
+19 of a limit of 20 got through (tests/web/test_shared_rate_limits.py).
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
@@ -26,10 +32,11 @@ def requests_per_minute(organization_id: Any) -> int | None:
         return plan_limits(organization_id).get("requests_per_minute")
 
     key = f"plan-rpm:{organization_id}"
-    cached = cache.get(key)
+    local = caches["local"]  # this process's memory: a shared cache would cost a round trip
+    cached = local.get(key)
     if cached is None:
         value = load()
-        cache.set(key, -1 if value is None else value, LIMITS_CACHE_SECONDS)
+        local.set(key, -1 if value is None else value, LIMITS_CACHE_SECONDS)
         return value
     return None if cached == -1 else int(cached)
 
@@ -57,11 +64,7 @@ class PlanRateThrottle(BaseThrottle):
             return True
         window = int(time.time()) // WINDOW_SECONDS
         self._window_end = (window + 1) * WINDOW_SECONDS
-        credential = getattr(request, "api_key", None)
-        who = f"key:{credential.pk}" if credential is not None else f"user:{request.user.pk}"
-        org_count = _hit(f"throttle:org:{organization.pk}:{window}")
-        who_count = _hit(f"throttle:{who}:{window}")
-        return org_count <= limit and who_count <= limit
+        return _hit(f"throttle:org:{organization.pk}:{window}") <= limit
 
     def wait(self) -> float | None:
         return max(1.0, self._window_end - time.time())

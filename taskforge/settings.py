@@ -30,7 +30,8 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "t
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin, with a site whose login has the API's sign-in limits.
+    "taskforge.apps.TaskForgeAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -40,6 +41,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_htmx",
     "template_partials",
     "django_prometheus",
@@ -105,6 +107,11 @@ else:
 # Another database on the same server (benchmarks use their own, for instance).
 _database["NAME"] = env_str("TASKFORGE_DB_NAME", _database["NAME"])
 _database["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
+# libpq waits for a connection forever by default: an unreachable (not refusing) server would
+# hold every request thread until TCP gives up, minutes later. A URL's ?connect_timeout= wins.
+_database.setdefault("OPTIONS", {}).setdefault(
+    "connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
+)
 _database["CONN_HEALTH_CHECKS"] = True
 _database.setdefault("OPTIONS", {})["application_name"] = env_str(
     "TASKFORGE_APPLICATION_NAME", "taskforge"
@@ -123,6 +130,10 @@ DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache ----------------------------------------------------------------------------------
+# The default cache holds the rate-limit counters (billing/throttling.py, accounts/throttling.py),
+# so every process must share it: Redis when REDIS_URL is set, else a PostgreSQL table
+# (taskforge/lib/dbcache.py). "local" is each process's own memory, for what each process may
+# keep to itself.
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
@@ -136,8 +147,17 @@ if REDIS_URL:
         }
     }
 else:
-    # taskforge.apps logs one line about this at start-up.
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # deploy/gunicorn.conf.py logs one line about this when the web server starts.
+    CACHES = {
+        "default": {
+            "BACKEND": "taskforge.lib.dbcache.DatabaseCache",
+            "LOCATION": "taskforge_cache",
+            # Django's set() culls a third of the rows past MAX_ENTRIES, live counters included;
+            # expired rows are purged by taskforge.lib.dbcache instead.
+            "OPTIONS": {"MAX_ENTRIES": 10_000_000},
+        }
+    }
+CACHES["local"] = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 
 # --- Auth -----------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
@@ -155,7 +175,8 @@ AUTH_PASSWORD_VALIDATORS = [
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # DRF's JSONParser, refusing bodies nested too deep before json.load recurses into them.
+    "DEFAULT_PARSER_CLASSES": ["taskforge.lib.parsers.JSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.authentication.ApiKeyAuthentication",
         "rest_framework_simplejwt.authentication.JWTAuthentication",
@@ -181,6 +202,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI and Redoc from our static files (drf-spectacular-sidecar), not from a CDN: the
+    # docs then work offline and send no visitor to a third party.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     # Keep the default enum hook; add the error envelope to every operation's responses.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
@@ -236,6 +262,11 @@ LOGGING = {
 TASKFORGE_MAX_PAYLOAD_BYTES = env_int("TASKFORGE_MAX_PAYLOAD_BYTES", 256 * 1024, minimum=1)
 TASKFORGE_LEASE_SECONDS = env_int("TASKFORGE_LEASE_SECONDS", 60, minimum=1)
 TASKFORGE_WORKER_TIMEOUT_SECONDS = env_int("TASKFORGE_WORKER_TIMEOUT_SECONDS", 30, minimum=1)
+# A delivered job's lease until a heartbeat names it (acknowledges the delivery).
+TASKFORGE_ACK_TIMEOUT_SECONDS = env_int("TASKFORGE_ACK_TIMEOUT_SECONDS", 10, minimum=1)
+# After the web tier comes back from being down, how long the dispatcher blames no worker for
+# its silence (workers/webtier.py).
+TASKFORGE_WEB_RESTART_GRACE_SECONDS = env_int("TASKFORGE_WEB_RESTART_GRACE_SECONDS", 30, minimum=0)
 TASKFORGE_POLL_INTERVAL = env_float("TASKFORGE_POLL_INTERVAL", 1.0, minimum=0.01)
 TASKFORGE_BATCH_SIZE = env_int("TASKFORGE_BATCH_SIZE", 1000, minimum=1)
 TASKFORGE_MAX_BATCH_JOBS = env_int("TASKFORGE_MAX_BATCH_JOBS", 1000, minimum=1)
@@ -245,9 +276,19 @@ TASKFORGE_SIGNUP_ENABLED = env_bool("TASKFORGE_SIGNUP_ENABLED", True)
 TASKFORGE_PREPARED_STATEMENTS = env_bool("TASKFORGE_PREPARED_STATEMENTS", True)
 
 # --- Accounts API ---
-# Failed sign-in attempts allowed per minute from one client IP and against one email address.
+# Failed sign-in attempts allowed per minute from one client IP (any accounts), and against one
+# account from one client IP (accounts/throttling.py); the API and the admin login share them.
 TASKFORGE_LOGIN_ATTEMPTS_PER_IP = env_int("TASKFORGE_LOGIN_ATTEMPTS_PER_IP", 10, minimum=1)
-TASKFORGE_LOGIN_ATTEMPTS_PER_EMAIL = env_int("TASKFORGE_LOGIN_ATTEMPTS_PER_EMAIL", 10, minimum=1)
+if env_str("TASKFORGE_LOGIN_ATTEMPTS_PER_EMAIL"):
+    # Renamed when the lockout became per (client, account): a silently ignored limit would
+    # leave an operator believing it is in force.
+    raise ImproperlyConfigured(
+        "TASKFORGE_LOGIN_ATTEMPTS_PER_EMAIL was replaced by "
+        "TASKFORGE_LOGIN_ATTEMPTS_PER_ACCOUNT_AND_IP (see docs/configuration.md)"
+    )
+TASKFORGE_LOGIN_ATTEMPTS_PER_ACCOUNT_AND_IP = env_int(
+    "TASKFORGE_LOGIN_ATTEMPTS_PER_ACCOUNT_AND_IP", 5, minimum=1
+)
 # Wiring, not configuration. accounts is the lowest layer, yet signup and project create/delete
 # also write rows of higher apps (billing, queues) and read jobs. Those services live in this
 # glue module; accounts.services loads it by name at call time instead of importing it.

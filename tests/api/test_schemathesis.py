@@ -14,7 +14,7 @@ What is checked:
   every operation by taskforge.openapi.add_error_responses);
 * ``response_schema_conformance`` and ``content_type_conformance``: the body and media type
   are the documented ones;
-* ``error_envelope`` (here): every 4xx is the error envelope of shared/API.md.
+* ``error_envelope`` (here): every 4xx is the error envelope (docs/api.md#errors).
 Two inputs that once made 500s are also pinned by plain tests at the end.
 """
 

@@ -1,4 +1,4 @@
-"""The Schedules REST API (shared/API.md "Schedules") through the whole HTTP stack, on a frozen
+"""The Schedules REST API (docs/schedules.md) through the whole HTTP stack, on a frozen
 database clock: create (representation, defaults, first fire time), bad input naming the field,
 name conflicts and the plan's schedule count, list, detail, change, delete, preview, trigger and
 the run history; then the access trio of every endpoint.
@@ -684,14 +684,13 @@ def theirs(other_project: Project, other_queue: Any) -> Schedule:
 @pytest.mark.covers("jobs:schedule-trigger", "cross_tenant")
 @pytest.mark.covers("jobs:schedule-runs", "cross_tenant")
 @pytest.mark.parametrize("route", ONE_SCHEDULE, ids=id_of)
-def test_another_tenants_schedule_is_not_found_and_unchanged(route, api, ours, theirs, org):
+def test_another_tenants_schedule_is_not_found_and_unchanged(
+    route, api, ours, theirs, org, cross_tenant_denials
+):
     before = snapshot()
     check_envelope(call(api, route, theirs.pk), 404, "not_found")
     assert snapshot() == before
-    denied = AuditLog.objects.for_org(org).filter(
-        action="access.cross_tenant_denied", target_type="schedule"
-    )
-    assert list(denied.values_list("target_id", flat=True)) == [str(theirs.pk)]
+    assert cross_tenant_denials(org) == [("schedule", str(theirs.pk))]
 
 
 @pytest.mark.covers("jobs:schedule-detail", "cross_tenant")

@@ -209,3 +209,46 @@ def test_run_at_must_be_timezone_aware():
     client, _ = client_for(Script())
     with pytest.raises(ValueError, match="timezone-aware"):
         client.submit("default", "t", run_at=datetime(2030, 1, 1))
+
+
+def test_it_waits_for_the_retry_after_of_a_503_before_retrying_a_read():
+    script = Script(error(503, "unavailable", {"Retry-After": "5"}), httpx.Response(200, json=JOB))
+    client, sleeps = client_for(script)
+
+    assert client.get_job(JOB["id"]).id == JOB["id"]
+    assert sleeps == [5.0]
+
+
+def test_a_submit_answered_503_is_retried_with_the_same_idempotency_key():
+    script = Script(
+        error(503, "unavailable", {"Retry-After": "2"}), httpx.ConnectError("refused"),
+        httpx.Response(201, json=JOB),
+    )  # fmt: skip
+    client, sleeps = client_for(script)
+
+    client.submit("default", "t")
+
+    keys = {json.loads(request.content)["idempotency_key"] for request in script.requests}
+    assert len(script.requests) == 3 and len(keys) == 1 and sleeps[0] == 2.0
+
+
+def test_no_retry_starts_whose_wait_would_end_past_max_elapsed():
+    script = Script(error(503, "unavailable", {"Retry-After": "20"}))
+    policy = RetryPolicy(attempts=5, max_elapsed=10, sleep=lambda seconds: None)
+    transport = httpx.MockTransport(script)
+    client = TaskForge("http://tf.test", "tf_key", retry=policy, transport=transport)
+
+    with pytest.raises(ServerError) as caught:
+        client.get_job(JOB["id"])
+
+    assert caught.value.status == 503 and len(script.requests) == 1
+
+
+def test_a_503_asking_for_more_than_max_retry_after_is_raised_at_once():
+    script = Script(error(503, "unavailable", {"Retry-After": "3600"}))
+    client, sleeps = client_for(script)
+
+    with pytest.raises(ServerError):
+        client.get_job(JOB["id"])
+
+    assert sleeps == [] and len(script.requests) == 1

@@ -1,8 +1,10 @@
 """The HTTP client: submit and inspect jobs, with bounded retries of transient failures.
 
 Retries (see :class:`RetryPolicy`) cover connection errors, 502/503/504 and 429, with
-exponential backoff and jitter, and honour ``Retry-After``. A request that may already have
-changed something on the server is retried only when repeating it is harmless:
+exponential backoff and jitter, and honour ``Retry-After`` (the server sends it with a 429, and
+with the 503 ``unavailable`` it answers while its database is down). They stop after
+``attempts`` tries or ``max_elapsed`` seconds, whichever comes first. A request that may already
+have changed something on the server is retried only when repeating it is harmless:
 
 * reads, PUT and DELETE always;
 * any request that never reached the server (the connection could not be made), and any 429
@@ -15,6 +17,7 @@ changed something on the server is retried only when repeating it is harmless:
 from __future__ import annotations
 
 import email.utils
+import json as _json
 import random
 import time
 import uuid
@@ -29,6 +32,7 @@ import httpx
 
 from taskforge_client import __version__
 from taskforge_client.errors import (
+    EncodingError,
     RateLimited,
     TaskForgeError,
     TransportError,
@@ -50,20 +54,28 @@ class RetryPolicy:
 
     ``attempts`` counts the first try: 5 means up to 4 retries. The n-th retry waits
     ``min(backoff_max, backoff_base * 2 ** (n - 1))`` with equal jitter (half fixed, half
-    random), or the server's Retry-After on a 429 when that is longer. A Retry-After above
-    ``max_retry_after`` is not waited for: RateLimited is raised at once. ``sleep`` exists for
-    tests.
+    random), or the server's Retry-After (429, 503) when that is longer. A Retry-After above
+    ``max_retry_after`` is not waited for: the error is raised at once. No retry starts once
+    ``max_elapsed`` seconds have passed since the first try began, nor when its wait would end
+    after that, so one call gives up within about ``max_elapsed`` plus one request's timeout.
+    ``sleep`` exists for tests.
     """
 
     attempts: int = 5
     backoff_base: float = 0.5
     backoff_max: float = 8.0
     max_retry_after: float = 60.0
+    max_elapsed: float = 60.0
     sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
 
     def backoff(self, retry: int) -> float:
         delay = min(self.backoff_max, self.backoff_base * 2 ** (retry - 1))
         return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 (jitter, not security)
+
+    def allows(self, attempt: int, started: float, wait: float) -> bool:
+        """Whether try number ``attempt`` (1-based) may be followed by one after ``wait`` s."""
+        elapsed = time.monotonic() - started
+        return attempt < self.attempts and elapsed + wait <= self.max_elapsed
 
 
 NO_RETRIES = RetryPolicy(attempts=1)
@@ -73,8 +85,9 @@ class TaskForge:
     """A TaskForge API client for one project (API keys belong to one project).
 
     ``url`` is the server's base URL (``https://taskforge.example.com``; a trailing
-    ``/api/v1`` is accepted). The client is thread-safe; close it, or use it as a context
-    manager, to release its connections.
+    ``/api/v1`` is accepted). ``retry`` bounds the retries of transient failures
+    (:class:`RetryPolicy`: tries, total seconds, backoff; ``NO_RETRIES`` for none). The client
+    is thread-safe; close it, or use it as a context manager, to release its connections.
     """
 
     def __init__(
@@ -303,20 +316,28 @@ class TaskForge:
         method = method.upper()
         if idempotent is None:
             idempotent = method in SAFE_METHODS
+        # Encoded here, not by httpx: its UnicodeEncodeError or ValueError would escape as
+        # neither a TaskForgeError nor a transport error, and callers could not tell it apart.
+        content = encode_json(json) if json is not None else None
+        headers = {"Content-Type": "application/json"} if content is not None else None
         policy = self.retry_policy
+        started = time.monotonic()
         attempt = 1
         while True:
             try:
                 response = self._http.request(
                     method,
                     path,
-                    json=json,
+                    content=content,
+                    headers=headers,
                     params=params,
                     timeout=timeout if timeout is not None else self.timeout,
                 )
             except httpx.TransportError as exc:
-                if attempt < policy.attempts and (idempotent or isinstance(exc, _NOT_SENT)):
-                    policy.sleep(policy.backoff(attempt))
+                wait = policy.backoff(attempt)
+                repeatable = idempotent or isinstance(exc, _NOT_SENT)
+                if repeatable and policy.allows(attempt, started, wait):
+                    policy.sleep(wait)
                     attempt += 1
                     continue
                 raise TransportError(
@@ -325,22 +346,29 @@ class TaskForge:
             if response.is_success:
                 return response.json() if response.content else None
             error = _error_from(response)
-            if attempt < policy.attempts and self._should_retry(response, error, idempotent):
+            retry_after = _retry_after(response)
+            if self._should_retry(response, error, idempotent, retry_after):
                 wait = policy.backoff(attempt)
-                if isinstance(error, RateLimited) and error.retry_after is not None:
-                    wait = max(wait, error.retry_after)
-                policy.sleep(wait)
-                attempt += 1
-                continue
+                if retry_after is not None:
+                    wait = max(wait, retry_after)
+                if policy.allows(attempt, started, wait):
+                    policy.sleep(wait)
+                    attempt += 1
+                    continue
             raise error
 
-    def _should_retry(self, response: httpx.Response, error: TaskForgeError, safe: bool) -> bool:
+    def _should_retry(
+        self,
+        response: httpx.Response,
+        error: TaskForgeError,
+        safe: bool,
+        retry_after: float | None,
+    ) -> bool:
+        # Not when the server asks for a longer pause than we are willing to block for.
+        if retry_after is not None and retry_after > self.retry_policy.max_retry_after:
+            return False
         if isinstance(error, RateLimited):
-            # Refused before the view ran: repeating is always safe, unless the server asks
-            # for a longer pause than we are willing to block for.
-            return (
-                error.retry_after is None or error.retry_after <= self.retry_policy.max_retry_after
-            )
+            return True  # refused before the view ran: repeating is always safe
         return safe and response.status_code in RETRY_STATUSES
 
     def close(self) -> None:
@@ -359,6 +387,31 @@ class TaskForge:
 
     def __repr__(self) -> str:
         return f"TaskForge({self.url!r})"
+
+
+def encode_json(value: Any) -> bytes:
+    """``value`` as the JSON bytes of a request body (UTF-8, compact, as httpx would send it).
+
+    Raises EncodingError, naming the problem, when it cannot be: a lone surrogate (half of a
+    UTF-16 pair, which UTF-8 cannot encode), NaN or Infinity, a type JSON lacks, or nesting
+    deeper than the encoder's stack.
+    """
+    try:
+        text = _json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        char = exc.object[exc.start]
+        problem = (
+            f"a lone surrogate ({char.encode('unicode_escape').decode()}) is half of a UTF-16 "
+            "pair, not a character, and UTF-8 cannot encode it"
+        )
+    except RecursionError:
+        problem = "it is nested too deep"
+    except (TypeError, ValueError) as exc:
+        problem = str(exc)
+    raise EncodingError(
+        f"the request body cannot be sent as JSON: {problem}", details={"reason": problem}
+    )
 
 
 def job_body(

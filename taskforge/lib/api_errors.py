@@ -93,28 +93,26 @@ def log_outage_once(request: HttpRequest, response: HttpResponse, what: str) -> 
     response._has_been_logged = True  # type: ignore[attr-defined]
 
 
-def _unavailable_envelope() -> dict[str, Any]:
+def unavailable_response(request: HttpRequest, exc: BaseException) -> JsonResponse:
+    """503 ``unavailable`` with Retry-After for a request the database outage failed, logged
+    once. A plain JsonResponse serves DRF's exception handler and handler500 alike: the
+    admin's pages cannot render without the database either."""
     seconds = UNAVAILABLE_RETRY_AFTER_SECONDS
-    return envelope(
-        "unavailable",
-        "The service is temporarily unavailable: its database does not answer. "
-        f"Retry in {seconds} seconds.",
-        {"retry_after_seconds": seconds},
-    )
-
-
-def unavailable_response(request: HttpRequest, exc: BaseException) -> Response:
-    """503 ``unavailable`` with Retry-After for a request the database outage failed."""
-    response = Response(
-        _unavailable_envelope(),
-        status=status.HTTP_503_SERVICE_UNAVAILABLE,
-        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
+    response = JsonResponse(
+        envelope(
+            "unavailable",
+            "The service is temporarily unavailable: its database does not answer. "
+            f"Retry in {seconds} seconds.",
+            {"retry_after_seconds": seconds},
+        ),
+        status=503,
+        headers={"Retry-After": str(seconds)},
     )
     log_outage_once(request, response, f"database unavailable ({outage_reason(exc)})")
     return response
 
 
-def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | HttpResponse:
     if database_unavailable(exc):
         return unavailable_response(context["request"], exc)
     if isinstance(exc, TaskForgeError):
@@ -245,14 +243,7 @@ def json_500(request: HttpRequest) -> HttpResponse:
     """
     exc = sys.exc_info()[1]
     if exc is not None and database_unavailable(exc):
-        # The envelope on every path: the admin's pages cannot render without the database.
-        response = JsonResponse(
-            _unavailable_envelope(),
-            status=503,
-            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
-        )
-        log_outage_once(request, response, f"database unavailable ({outage_reason(exc)})")
-        return response
+        return unavailable_response(request, exc)
     if request.path.startswith("/api/"):
         return JsonResponse(
             envelope("internal_error", "Something went wrong on our side."), status=500

@@ -52,3 +52,8 @@ def maintenance_interval() -> float:
 
 def signup_enabled() -> bool:
     return bool(settings.TASKFORGE_SIGNUP_ENABLED)
+
+
+def dashboard_exact_count_limit() -> int:
+    """Dashboard counters count exactly up to this many jobs, then show an estimate."""
+    return int(settings.TASKFORGE_DASHBOARD_EXACT_COUNT_LIMIT)

@@ -30,6 +30,7 @@ from jobs.models import (
     Job,
     JobDependency,
     JobExecution,
+    JobThroughput,
     RunOutcome,
     Schedule,
     ScheduleRun,
@@ -94,6 +95,13 @@ BUILDERS: dict[type[models.Model], Callable[[Project], models.Model]] = {
         **org_of(project), parent=build_job(project), child=build_job(project)
     ),
     JobExecution: build_execution,
+    JobThroughput: lambda project: JobThroughput.objects.create(
+        **org_of(project),
+        project=project,
+        queue=build_queue(project),
+        minute=datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC),
+        succeeded=1,
+    ),
     ExecutionLog: lambda project: ExecutionLog.objects.create(
         **org_of(project),
         job=(execution := build_execution(project)).job,

@@ -1,5 +1,6 @@
--- Complete many jobs in one statement: mark them succeeded, close their executions, and
--- release children whose every parent has now succeeded.
+-- Complete many jobs in one statement: mark them succeeded, close their executions,
+-- release children whose every parent has now succeeded, and count the jobs into the
+-- dashboard's per-minute rollup (jobs_jobthroughput).
 -- Fencing: a row is completed only while it is processing under the same lease_token; a
 -- stale or unknown token matches nothing and the caller reports a conflict for that id.
 -- Tenancy: %(project_id)s (the caller's project, never NULL) scopes every row.
@@ -15,8 +16,15 @@
 -- skipped when locked: that wait is short, and skipping would strand the child).
 -- callback_owed: the job's batch has callbacks not yet enqueued, so the caller checks whether
 -- this completion finished it (services._fire_batch_callbacks); false costs the caller nothing.
+-- Rollup (tally): +1 succeeded per job completed, one upsert per queue into the row of
+-- (queue, this minute, shard = pg_backend_pid()). The row belongs to this database session
+-- alone, so concurrent completions of one queue never wait for each other on a counter row,
+-- and no two transactions lock rollup rows in opposite orders (no deadlock). The row commits
+-- or rolls back with the jobs it counts. The dispatcher's maintenance folds the shards of
+-- past minutes (fold_throughput.sql) and never waits for this row (SKIP LOCKED); a
+-- transaction that began in a minute already folded simply adds a new row for it.
 -- Index: primary key for jobs and batches; jobs_jobexecution_job_id; jobdependency_unique
--- (parent_id, …).
+-- (parent_id, …); jobthroughput_bucket_unique (queue_id, minute, shard) for the upsert.
 WITH input AS (
     SELECT *
     FROM unnest(%(ids)s::uuid[], %(lease_tokens)s::uuid[], %(results)s::text[])
@@ -41,7 +49,8 @@ done AS (
         AND i.id = l.id
         AND job.lease_token = i.lease_token
         AND job.state = 'processing'
-    RETURNING job.id, i.lease_token, job.batch_id
+    RETURNING job.id, i.lease_token, job.batch_id, job.organization_id, job.project_id,
+        job.queue_id
 ),
 busy AS (
     SELECT DISTINCT i.id
@@ -73,6 +82,16 @@ released AS (
     ) AS edges
     WHERE child.id = edges.child_id AND child.state = 'blocked'
     RETURNING child.id, child.state
+),
+tally AS (
+    INSERT INTO jobs_jobthroughput AS t
+        (organization_id, project_id, queue_id, minute, shard, succeeded, failed, dead)
+    SELECT organization_id, project_id, queue_id, date_trunc('minute', now()),
+        pg_backend_pid(), count(*), 0, 0
+    FROM done
+    GROUP BY organization_id, project_id, queue_id
+    ON CONFLICT (queue_id, minute, shard)
+        DO UPDATE SET succeeded = t.succeeded + excluded.succeeded
 )
 SELECT 'done' AS kind, done.id, done.batch_id, b.id IS NOT NULL AS callback_owed
 FROM done

@@ -1,6 +1,7 @@
 -- Fail many attempts in one statement: each job goes back to scheduled after the queue's
 -- backoff (taskforge_retry_delay, jobs/migrations/0002) or, when out of attempts or not
 -- retryable, to dead. Used for worker-reported failures and for expired leases alike.
+-- Counts each attempt into the dashboard's per-minute rollup (jobs_jobthroughput).
 -- Fencing: only rows processing under the same lease_token change; the caller reports a
 -- conflict for ids that are not returned.
 -- Row locks: the jobs are locked first, FOR NO KEY UPDATE SKIP LOCKED, as in complete_jobs.sql:
@@ -11,7 +12,12 @@
 -- Tenancy: %(project_id)s scopes the rows; NULL only from the engine's lease expiry
 -- (queries.fail_expired_leases_of_every_tenant), which no request path imports.
 -- callback_owed: the job went dead and its batch has callbacks not yet enqueued.
--- Index: primary key (jobs, batches); jobs_jobexecution_job_id for the execution rows.
+-- Rollup (tally): +1 failed per attempt failed here (retried or not), +1 dead per job that
+-- went dead, one upsert per queue into this session's own row of the minute, as in
+-- complete_jobs.sql (shard = pg_backend_pid(): no wait on, and no deadlock over, a counter
+-- row shared with another transaction, even one that completed jobs of the same queues).
+-- Index: primary key (jobs, batches); jobs_jobexecution_job_id for the execution rows;
+-- jobthroughput_bucket_unique (queue_id, minute, shard) for the upsert.
 WITH input AS (
     SELECT *
     FROM unnest(%(ids)s::uuid[], %(lease_tokens)s::uuid[], %(errors)s::text[],
@@ -50,7 +56,8 @@ failed AS (
         AND q.id = job.queue_id
         AND job.lease_token = i.lease_token
         AND job.state = 'processing'
-    RETURNING job.id, job.state, job.run_at, job.batch_id, i.lease_token, i.error
+    RETURNING job.id, job.state, job.run_at, job.batch_id, i.lease_token, i.error,
+        job.organization_id, job.project_id, job.queue_id
 ),
 busy AS (
     SELECT DISTINCT i.id
@@ -65,6 +72,16 @@ closed AS (
     SET status = %(execution_status)s, error = failed.error, finished_at = now()
     FROM failed
     WHERE e.job_id = failed.id AND e.lease_token = failed.lease_token
+),
+tally AS (
+    INSERT INTO jobs_jobthroughput AS t
+        (organization_id, project_id, queue_id, minute, shard, succeeded, failed, dead)
+    SELECT organization_id, project_id, queue_id, date_trunc('minute', now()),
+        pg_backend_pid(), 0, count(*), count(*) FILTER (WHERE state = 'dead')
+    FROM failed
+    GROUP BY organization_id, project_id, queue_id
+    ON CONFLICT (queue_id, minute, shard)
+        DO UPDATE SET failed = t.failed + excluded.failed, dead = t.dead + excluded.dead
 )
 SELECT f.id, f.state, f.run_at, f.batch_id, f.state = 'dead' AND b.id IS NOT NULL
 FROM failed AS f

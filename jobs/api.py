@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import Q, QuerySet, prefetch_related_objects
-from django.utils.dateparse import parse_datetime
+from django.db.models import prefetch_related_objects
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import status
@@ -41,9 +39,9 @@ from jobs.serializers import (
     LogSerializer,
     job_data,
 )
+from jobs.services import listing
 from queues.models import Queue
-from taskforge.lib.errors import NotFound, ValidationFailed
-from taskforge.lib.ids import is_uuid
+from taskforge.lib.errors import NotFound
 from taskforge.lib.pagination import paginate
 from taskforge.lib.serializers import page_of
 
@@ -119,59 +117,35 @@ class JobListApi(TenantAPIView):
             OpenApiParameter("tag", OpenApiTypes.STR),
             OpenApiParameter("created_after", OpenApiTypes.DATETIME),
             OpenApiParameter("created_before", OpenApiTypes.DATETIME),
+            OpenApiParameter("id", OpenApiTypes.UUID, description="the job's id"),
+            OpenApiParameter("idempotency_key", OpenApiTypes.STR),
+            OpenApiParameter(
+                "payload", OpenApiTypes.STR, many=True, explode=True,
+                description="A payload value, `key:value` or `key.nested.key:value`; repeat "
+                "the parameter to require several (`?payload=user_id:42&payload=order.currency"
+                ":eur`). The value is read as JSON when it is JSON (42, true, null, "
+                '"quoted text"), else as text; a number also matches the same number sent as a '
+                f"string. At most {listing.MAX_PAYLOAD_TERMS}.",
+            ),
             OpenApiParameter("q", OpenApiTypes.STR, description="id, job type or idempotency key"),
+            OpenApiParameter(
+                "search", OpenApiTypes.STR,
+                description="Search box syntax, narrowing the other parameters: `state:dead "
+                "queue:emails type:send_email tag:x key:<idempotency key> id:<uuid> "
+                'after:<time> before:<time> payload.user_id:42 payload.name:"Ada Lovelace"`; a '
+                "bare job id is that job, other words are `q`.",
+            ),
             OpenApiParameter("limit", OpenApiTypes.INT, description="1-500, default 50"),
             OpenApiParameter("cursor", OpenApiTypes.STR),
         ],
         responses={200: page_of(JobSerializer)},
-    )
+    )  # fmt: skip
     def get(self, request: Request) -> Response:
         project = project_of(request)
-        jobs = _filtered(Job.objects.for_project(project), request)
+        query = services.JobQuery.from_params(request.query_params)
+        jobs = services.filtered(project, query)
         names = _queue_names(project)
         return paginate(request, jobs, lambda rows: [job_data(j, names[j.queue_id]) for j in rows])
-
-
-def _filtered(jobs: QuerySet[Job], request: Request) -> QuerySet[Job]:
-    params = request.query_params
-    if state := params.get("state"):
-        if state not in JobState.values:
-            raise ValidationFailed(
-                f"state: must be one of {JobState.values}", details={"field": "state"}
-            )
-        jobs = jobs.filter(state=state)
-    if queue := params.get("queue"):
-        jobs = jobs.filter(queue__name=queue)
-    if job_type := params.get("job_type"):
-        jobs = jobs.filter(job_type=job_type)
-    if tag := params.get("tag"):
-        jobs = jobs.filter(tags__contains=[tag])
-    for name, lookup in (
-        ("created_after", "created_at__gte"),
-        ("created_before", "created_at__lt"),
-    ):
-        if raw := params.get(name):
-            jobs = jobs.filter(**{lookup: _parse_time(name, raw)})
-    if q := params.get("q"):
-        match = Q(job_type__icontains=q) | Q(idempotency_key=q)
-        if is_uuid(q):
-            match |= Q(pk=q)
-        jobs = jobs.filter(match)
-    return jobs
-
-
-def _parse_time(name: str, raw: str) -> datetime:
-    try:
-        value = parse_datetime(raw)
-        # PostgreSQL accepts UTC offsets up to 15:59 only: hand it UTC.
-        value = value.astimezone(UTC) if value is not None and value.tzinfo else None
-    except (ValueError, OverflowError):
-        value = None
-    if value is None:
-        raise ValidationFailed(
-            f"{name}: must be an ISO-8601 time with a timezone", details={"field": name}
-        )
-    return value
 
 
 class JobBatchApi(TenantAPIView):
@@ -289,6 +263,9 @@ class JobBulkApi(TenantAPIView):
 
     @extend_schema(
         summary="Retry, cancel or delete many jobs by ids or by filter",
+        description="`filter` takes the job list's filters (GET /api/v1/jobs) as an object, "
+        '`payload` a list of terms: `{"state": "dead", "payload": ["user_id:42"]}`. At most '
+        f"{services.BULK_LIMIT:,} jobs per call.",
         request=BulkActionSerializer,
         responses=BulkResultSerializer,
     )
@@ -296,12 +273,12 @@ class JobBulkApi(TenantAPIView):
         serializer = BulkActionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        job_filter = services.JobFilter(**data["filter"]) if "filter" in data else None
+        query = services.JobQuery.from_params(data["filter"]) if "filter" in data else None
         affected = services.bulk_action(
             project_of(request),
             data["action"],
             ids=data.get("ids"),
-            job_filter=job_filter,
+            query=query,
             actor=actor_of(request),
         )
         return Response({"affected": affected})

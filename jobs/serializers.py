@@ -11,6 +11,7 @@ from rest_framework import serializers
 
 from jobs import limits
 from jobs.models import ExecutionLog, Job, JobDependency, JobExecution, JobState, ParentFailure
+from jobs.services import listing
 from jobs.specs import JobSpec, check_batch_size
 from taskforge.lib.serializers import BoundedListField, StrictSerializer
 
@@ -228,10 +229,40 @@ class LogSerializer(serializers.ModelSerializer):
 
 
 class BulkFilterSerializer(StrictSerializer):
+    """The job list's filters (jobs/services/listing.py), as an object: the shape is checked
+    here, the values by JobQuery.from_params, which the list's query parameters go through too.
+    """
+
     state = serializers.ChoiceField(choices=JobState.choices, required=False)
     queue = serializers.CharField(max_length=limits.QUEUE_NAME_MAX_LENGTH, required=False)
     job_type = serializers.CharField(max_length=limits.JOB_TYPE_MAX_LENGTH, required=False)
     tag = serializers.CharField(max_length=limits.TAG_MAX_LENGTH, required=False)
+    created_after = serializers.CharField(
+        required=False, help_text="ISO-8601 with a timezone; created_at >= it."
+    )
+    created_before = serializers.CharField(
+        required=False, help_text="ISO-8601 with a timezone; created_at < it."
+    )
+    id = serializers.CharField(required=False, help_text="A job id.")
+    idempotency_key = serializers.CharField(
+        max_length=limits.IDEMPOTENCY_KEY_MAX_LENGTH, required=False
+    )
+    payload = BoundedListField(
+        child=serializers.CharField(max_length=listing.MAX_PAYLOAD_TERM_LENGTH),
+        required=False,
+        max_length=listing.MAX_PAYLOAD_TERMS,
+        help_text='Payload terms "key.path:value", all of which must match (user_id:42).',
+    )
+    q = serializers.CharField(
+        max_length=listing.MAX_TEXT_LENGTH,
+        required=False,
+        help_text="A job type containing it, an idempotency key or a job id.",
+    )
+    search = serializers.CharField(
+        max_length=listing.MAX_SEARCH_LENGTH,
+        required=False,
+        help_text="The dashboard's search box text (state:dead payload.user_id:42 ...).",
+    )
 
 
 class BulkActionSerializer(StrictSerializer):
@@ -245,7 +276,7 @@ class BulkActionSerializer(StrictSerializer):
         if "filter" in attrs and not attrs["filter"]:
             # An empty filter would act on every job of the project: make that deliberate.
             raise serializers.ValidationError(
-                {"filter": ["Give at least one of state, queue, job_type, tag."]}
+                {"filter": [f"Give at least one of {', '.join(BulkFilterSerializer().fields)}."]}
             )
         return attrs
 

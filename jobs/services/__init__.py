@@ -6,7 +6,9 @@ By concern:
 * ``results``: what workers report (complete, fail, logs), lease expiry, and the attempts a
   re-registered worker's old process took with it;
 * ``actions``: an operator's cancel and retry of one job;
-* ``bulk``: cancel, retry or delete many jobs by ids or by a filter;
+* ``listing``: find a project's jobs: the list's filters and search box (``JobQuery``),
+  keyset pages both ways, a capped count; the API's list and bulk filter parse through it;
+* ``bulk``: cancel, retry or delete many jobs by ids or by a filter (a ``JobQuery``);
 * ``batches``: batch progress and callbacks, fired exactly once;
 * ``graph``: the DAG rules the others share (cascades, waiting again after a retry);
 * ``lookup``: one job of a project, a foreign one looking missing;
@@ -28,7 +30,15 @@ from jobs.services.batches import (
     fire_batch_callbacks,
     fire_owed_batch_callbacks,
 )
-from jobs.services.bulk import BULK_LIMIT, JobFilter, bulk_action
+from jobs.services.bulk import BULK_LIMIT, bulk_action
+from jobs.services.listing import (
+    JobPage,
+    JobQuery,
+    count_matching,
+    filtered,
+    page,
+    parse_search,
+)
 from jobs.services.lookup import get_job
 from jobs.services.results import (
     ResultItem,
@@ -47,7 +57,8 @@ __all__ = [
     "CALLBACK_NAMES",
     "AssignedJob",
     "BatchStatus",
-    "JobFilter",
+    "JobPage",
+    "JobQuery",
     "Outcome",
     "ResultItem",
     "Submitted",
@@ -56,13 +67,17 @@ __all__ = [
     "bulk_action",
     "cancel_job",
     "complete_job",
+    "count_matching",
     "enqueue_in_transaction",
     "expire_leases",
     "fail_job",
     "fail_worker_jobs_in_transaction",
+    "filtered",
     "fire_batch_callbacks",
     "fire_owed_batch_callbacks",
     "get_job",
+    "page",
+    "parse_search",
     "report_results",
     "retry_job",
     "submit_job",

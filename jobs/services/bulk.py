@@ -1,9 +1,9 @@
-"""Bulk actions: cancel, retry or delete many jobs, chosen by ids or by a filter."""
+"""Bulk actions: cancel, retry or delete many jobs, chosen by ids or by a filter (a JobQuery,
+the same filters as the job list: jobs/services/listing.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from uuid import UUID
 
 from django.db import transaction
@@ -14,7 +14,8 @@ from accounts.audit import SYSTEM, Actor, record_audit
 from accounts.models import Project
 from jobs import queries
 from jobs.models import TERMINAL_STATES, ExecutionStatus, Job, JobExecution, JobState
-from jobs.services import batches, graph
+from jobs.services import batches, graph, listing
+from jobs.services.listing import JobQuery
 from taskforge.lib.errors import ValidationFailed
 
 # --- Bulk actions and batches --------------------------------------------------------------
@@ -22,30 +23,13 @@ from taskforge.lib.errors import ValidationFailed
 BULK_LIMIT = 10_000
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JobFilter:
-    state: str | None = None
-    queue: str | None = None
-    job_type: str | None = None
-    tag: str | None = None
-
-
 def _bulk_targets(
-    project: Project, ids: Sequence[UUID] | None, job_filter: JobFilter | None
+    project: Project, ids: Sequence[UUID] | None, query: JobQuery | None
 ) -> QuerySet[Job]:
-    jobs = Job.objects.for_project(project)
     if ids is not None:
-        return jobs.filter(pk__in=list(ids))
-    assert job_filter is not None
-    if job_filter.state:
-        jobs = jobs.filter(state=job_filter.state)
-    if job_filter.queue:
-        jobs = jobs.filter(queue__name=job_filter.queue)
-    if job_filter.job_type:
-        jobs = jobs.filter(job_type=job_filter.job_type)
-    if job_filter.tag:
-        jobs = jobs.filter(tags__contains=[job_filter.tag])
-    return jobs
+        return Job.objects.for_project(project).filter(pk__in=list(ids))
+    assert query is not None
+    return listing.filtered(project, query)
 
 
 def bulk_action(
@@ -53,7 +37,7 @@ def bulk_action(
     action: str,
     *,
     ids: Sequence[UUID] | None = None,
-    job_filter: JobFilter | None = None,
+    query: JobQuery | None = None,
     actor: Actor = SYSTEM,
 ) -> int:
     """Cancel, retry or delete many jobs at once (at most BULK_LIMIT); return how many changed.
@@ -65,8 +49,15 @@ def bulk_action(
         raise ValidationFailed(
             "action: must be retry, cancel or delete", details={"field": "action"}
         )
+    if (ids is None) == (query is None):
+        raise ValidationFailed("ids: give exactly one of ids or filter", details={"field": "ids"})
+    if query is not None and query.is_empty:
+        # An empty filter would act on every job of the project: make that deliberate.
+        raise ValidationFailed(
+            "filter: give at least one field to match", details={"field": "filter"}
+        )
     with transaction.atomic(durable=True):
-        targets = _bulk_targets(project, ids, job_filter)
+        targets = _bulk_targets(project, ids, query)
         applicable = {
             "cancel": ~Q(state__in=TERMINAL_STATES),
             "retry": Q(state__in=graph.FAILED_STATES),

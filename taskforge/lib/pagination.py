@@ -81,6 +81,42 @@ def _encode(created_at: datetime, pk: Any) -> str:
     return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{pk}".encode()).decode()
 
 
+def older_than(created_at: datetime, pk: Any) -> Q:
+    """Rows after (created_at, pk) in the newest-first order: strictly older, ties by pk.
+
+    The leading ``created_at <= …`` is implied by the rest; it is there for the planner, which
+    can start an index scan on (…, created_at) at it. Without it the OR is only a filter, and a
+    deep page reads every newer row first (244 ms instead of 0.4 ms at 50,000 rows deep).
+    """
+    return Q(created_at__lte=created_at) & (Q(created_at__lt=created_at) | Q(pk__lt=pk))
+
+
+def newer_than(created_at: datetime, pk: Any) -> Q:
+    """Rows before (created_at, pk) in the newest-first order (see older_than)."""
+    return Q(created_at__gte=created_at) & (Q(created_at__gt=created_at) | Q(pk__gt=pk))
+
+
+def encode_cursor(created_at: datetime, pk: Any) -> str:
+    """The cursor of a row whose sort key is (created_at, pk), for pages served without
+    ``paginate`` (the dashboard's pages in both directions) that read it back with
+    ``decode_cursor``."""
+    return _encode(created_at, pk)
+
+
+def decode_cursor(
+    cursor: str, model: type[Model], *, field: str = "cursor"
+) -> tuple[datetime, Any]:
+    """The (created_at, pk) of a cursor that ``encode_cursor`` issued for ``model``; anything
+    else is a ValidationFailed naming ``field`` (the parameter that carried it)."""
+    try:
+        return _decode(cursor, model)
+    except ValidationFailed:
+        raise ValidationFailed(
+            f"{field}: not a cursor this server issued; follow the page's own links",
+            details={"field": field},
+        ) from None
+
+
 def paginate(request: Request, queryset: QuerySet[Any], serialize: Any) -> Response:
     """Serve one page of ``queryset`` (newest first) with ``serialize(list_of_rows)``."""
     limit = page_limit(request)
@@ -88,9 +124,7 @@ def paginate(request: Request, queryset: QuerySet[Any], serialize: Any) -> Respo
     queryset = queryset.order_by("-created_at", "-pk")
     if cursor:
         created_at, pk = _decode(cursor, queryset.model)
-        queryset = queryset.filter(
-            Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=pk)
-        )
+        queryset = queryset.filter(older_than(created_at, pk))
     rows = list(queryset[: limit + 1])
     next_url = None
     if len(rows) > limit:

@@ -28,7 +28,7 @@ from django.db import connection
 import bench  # noqa: F401 - configures Django before the app imports
 from accounts.models import Organization, Project
 from bench.common import emit, fresh_database, listen, percentiles, start
-from billing.models import Subscription
+from billing.models import Subscription, Tier
 from jobs import services
 from jobs.models import Job, JobExecution, JobState
 from jobs.queries import worker_channel
@@ -42,7 +42,8 @@ CHUNK = 1000
 
 def make_project() -> Project:
     org = Organization.objects.create(name="Bench", slug=f"bench-{time.time_ns()}")
-    Subscription.objects.create(organization=org)
+    # Enterprise: no plan cap on running jobs, so the figures are the engine's, not a plan's.
+    Subscription.objects.create(organization=org, tier=Tier.ENTERPRISE)
     project = Project.objects.create(organization=org, name="bench")
     Queue.objects.create(organization=org, project=project, name="default")
     return project

@@ -476,7 +476,9 @@ def maintain_tables(tables: Sequence[str]) -> list[str]:
     """ANALYZE or VACUUM (ANALYZE) the tables that churned enough; return what was done.
 
     Thresholds follow autovacuum's defaults (50 rows + 10 % for analyze, 50 rows + 20 % for
-    vacuum). Runs in autocommit, outside any transaction, in one dispatcher at a time.
+    vacuum, and 1,000 rows + 20 % inserted for vacuum, which keeps the visibility map fresh
+    for index-only scans). Runs in autocommit, outside any transaction, in one dispatcher at
+    a time.
     """
     if connection.in_atomic_block:
         raise RuntimeError("maintain_tables must run outside a transaction (VACUUM)")
@@ -484,8 +486,9 @@ def maintain_tables(tables: Sequence[str]) -> list[str]:
     if not _execute("try_lock", {"key": _MAINTENANCE_LOCK})[0][0]:
         return done
     try:
-        for name, live, dead, modified in _execute("table_stats", {"tables": list(tables)}):
-            if dead > 50 + 0.2 * live:
+        rows = _execute("table_stats", {"tables": list(tables)})
+        for name, live, dead, modified, inserted in rows:
+            if dead > 50 + 0.2 * live or inserted > 1000 + 0.2 * live:
                 command = "VACUUM (ANALYZE)"
             elif modified > 50 + 0.1 * live:
                 command = "ANALYZE"
@@ -497,3 +500,176 @@ def maintain_tables(tables: Sequence[str]) -> list[str]:
     finally:
         _execute("unlock", {"key": _MAINTENANCE_LOCK})
     return done
+
+
+def project_job_types(project_id: UUID, *, limit: int) -> list[str]:
+    """The project's distinct job types, alphabetically, at most ``limit`` (a loose index scan
+    of job_project_type; see project_job_types.sql)."""
+    rows = _execute("project_job_types", {"project_id": project_id, "limit": limit})
+    return [row[0] for row in rows]
+
+
+# --- The dashboard's statistics (jobs/services/stats.py) ----------------------------------
+
+
+def try_transaction_lock(key: int) -> bool:
+    """Take the advisory lock ``key`` until the current transaction ends, if no other session
+    holds it; return whether it was taken."""
+    if not connection.in_atomic_block:  # in autocommit the lock would end with the statement
+        raise RuntimeError("a transaction advisory lock needs a transaction; open one first")
+    return bool(_execute("try_xact_lock", {"key": key})[0][0])
+
+
+def fold_throughput(*, now: datetime | None = None) -> int:
+    """Fold the rollup's rows of past minutes into shard 0 and those older than a day into
+    hour rows (fold_throughput.sql); return how many rows were folded away."""
+    return int(_execute("fold_throughput", {"now": now})[0][0])
+
+
+def prune_throughput(*, now: datetime | None = None) -> int:
+    """Delete the rollup's hour rows older than 8 days; return how many."""
+    return _rowcount("prune_throughput", {"now": now})
+
+
+class ThroughputRow(NamedTuple):
+    """One bucket of throughput.sql: a queue's sums, or (queue_id None) an empty bucket."""
+
+    start: datetime
+    queue_id: UUID | None
+    succeeded: int
+    failed: int
+    dead: int
+
+
+def throughput(
+    project_id: UUID,
+    *,
+    bucket_seconds: int,
+    buckets: int,
+    queue_id: UUID | None = None,
+    now: datetime | None = None,
+) -> list[ThroughputRow]:
+    """The project's rollup summed per bucket and queue over the ``buckets`` buckets ending
+    with the current one, oldest first; every bucket appears at least once."""
+    params = {
+        "project_id": project_id,
+        "bucket_seconds": bucket_seconds,
+        "buckets": buckets,
+        "queue_id": queue_id,
+        "now": now,
+    }
+    return [
+        ThroughputRow(start, queue, int(s), int(f), int(d))
+        for start, queue, s, f, d in _execute("throughput", params)
+    ]
+
+
+def state_counts(project_id: UUID, *, cap: int, queue_id: UUID | None = None) -> dict[str, int]:
+    """The project's (or one of its queues') jobs in each state, each count stopping at
+    ``cap`` + 1."""
+    params = {"project_id": project_id, "queue_id": queue_id, "cap": cap}
+    return {state: int(n) for state, n in _execute("state_counts", params)}
+
+
+def estimate_jobs(project_id: UUID, state: str, *, queue_id: UUID | None = None) -> int:
+    """The planner's estimate of the project's jobs in ``state`` (of one queue of the project,
+    when given: the caller has checked it is the project's); reads no row."""
+    if queue_id is None:
+        plan = _execute("estimate_jobs", {"project_id": project_id, "state": state})[0][0]
+    else:
+        plan = _execute("estimate_queue_jobs", {"queue_id": queue_id, "state": state})[0][0]
+    if isinstance(plan, str):  # Django registers a text loader for json; decode here, once.
+        plan = json.loads(plan)
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+class FailureGroupRow(NamedTuple):
+    """One row of failure_groups.sql."""
+
+    job_type: str
+    message: str
+    # Attempts in the group (``count`` is taken by tuple).
+    attempts: int
+    first_seen: datetime
+    last_seen: datetime
+    latest_job_id: UUID
+    # How many attempts were grouped, and the oldest of them.
+    sampled: int
+    oldest_sampled: datetime
+    # The time they were read at: ``now``, or the database's now().
+    clock: datetime
+
+
+def failure_groups(
+    project_id: UUID, *, hours: int, sample: int, groups: int, now: datetime | None = None
+) -> list[FailureGroupRow]:
+    """The project's newest ``sample`` failed or timed-out attempts of the last ``hours``,
+    grouped by job type and normalised message; the ``groups`` largest groups."""
+    params = {
+        "project_id": project_id,
+        "hours": hours,
+        "sample": sample,
+        "groups": groups,
+        "now": now,
+    }
+    return [FailureGroupRow(*row) for row in _execute("failure_groups", params)]
+
+
+# The states queue_depths.sql counts, in its column order.
+DEPTH_STATES = ("pending", "scheduled", "blocked", "processing", "dead")
+
+
+def queue_depths(project_id: UUID, *, cap: int) -> dict[UUID, dict[str, int]]:
+    """Jobs per state (DEPTH_STATES) of each of the project's queues, each count stopping at
+    ``cap`` + 1."""
+    params = {"project_id": project_id, "cap": cap}
+    return {
+        row[0]: dict(zip(DEPTH_STATES, (int(n) for n in row[1:]), strict=True))
+        for row in _execute("queue_depths", params)
+    }
+
+
+class Backlog(NamedTuple):
+    """What queue_backlog.sql says of one queue."""
+
+    pending: int
+    running: int
+    oldest_pending_seconds: float | None
+
+
+def queue_backlog(
+    project_id: UUID, *, cap: int, running_cap: int, now: datetime | None = None
+) -> dict[UUID, Backlog]:
+    """Pending (stopping at ``cap`` + 1) and running (at ``running_cap`` + 1) jobs and the age
+    of the oldest pending job, for each of the project's queues."""
+    params = {
+        "project_id": project_id,
+        "cap": cap,
+        "running_cap": running_cap,
+        "now": now,
+    }
+    return {
+        queue_id: Backlog(int(pending), int(running), oldest)
+        for queue_id, pending, running, oldest in _execute("queue_backlog", params)
+    }
+
+
+# --- Organizations' plan caps (the dispatcher's assign step) ---------------------------------
+
+
+def lock_organizations(organization_ids: Sequence[UUID]) -> None:
+    """Lock the organizations (an advisory lock each, in one order) until the transaction ends,
+    waiting for other dispatchers that hold them; count their running jobs after this call."""
+    if not connection.in_atomic_block:  # in autocommit the locks would end with the statement
+        raise RuntimeError("organization locks need a transaction; open one first")
+    if organization_ids:
+        _execute("lock_organizations", {"organization_ids": list(organization_ids)})
+
+
+def running_per_organization(caps: Mapping[UUID, int]) -> dict[UUID, int]:
+    """Processing jobs of each organization in ``caps`` (across its projects), each count
+    stopping at the organization's cap."""
+    if not caps:
+        return {}
+    params = {"organization_ids": list(caps), "caps": list(caps.values())}
+    return {org: int(n) for org, n in _execute("running_per_organization", params)}

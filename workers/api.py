@@ -18,7 +18,13 @@ from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.api_base import TenantAPIView, note_cross_tenant_attempt, organization_of, project_of
+from accounts.api_base import (
+    TenantAPIView,
+    actor_of,
+    note_cross_tenant_attempt,
+    organization_of,
+    project_of,
+)
 from jobs.models import Job, JobState
 from jobs.services import BUSY, AssignedJob, Outcome, ResultItem, report_results, worker_channel
 from taskforge.lib.errors import NotFound, ValidationFailed
@@ -161,11 +167,15 @@ class WorkerDrainApi(TenantAPIView):
 
     @extend_schema(
         summary="Stop new assignments; the worker finishes what it holds",
+        description="Draining a draining worker changes nothing; an offline worker is refused "
+        "with 409 (it holds nothing). Recorded in the audit log as `worker.drained`.",
         request=None,
         responses=HeartbeatResponseSerializer,
     )
     def post(self, request: Request, worker_id: str) -> Response:
-        worker = services.drain_worker(project_of(request), _worker(request, worker_id))
+        worker = services.drain_worker(
+            project_of(request), _worker(request, worker_id), actor=actor_of(request)
+        )
         return Response({"status": worker.status})
 
 

@@ -21,6 +21,7 @@ def lock_online_workers() -> dict[UUID, int]:
 
 
 def worker_assignments(worker_ids: Sequence[UUID]) -> list[tuple[Any, ...]]:
-    """(worker, queue, weight, queue priority, max_concurrency, rate limited, running) for
-    each assignment."""
+    """(worker, queue, weight, queue priority, max_concurrency, rate limited, organization,
+    its plan's tier and limits as JSON text (None without a subscription), running) for each
+    assignment."""
     return _SQL.rows("worker_assignments", {"worker_ids": list(worker_ids)})

@@ -9,6 +9,7 @@ interval, whichever comes first; if LISTEN is unavailable it simply polls.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import signal
@@ -32,9 +33,11 @@ from django.db import (
 from django.db.models import Count
 from django.db.models.functions import Now
 
+from billing.models import TIER_LIMITS, Subscription, Tier
 from jobs import queries, services
-from jobs.models import Job, JobExecution, JobState
+from jobs.models import Job, JobExecution, JobState, JobThroughput
 from jobs.schedules import services as scheduling
+from jobs.services import stats
 from queues.models import Queue
 from taskforge import conf
 from workers import dispatch_sql, webtier
@@ -69,8 +72,14 @@ SWEEP_INTERVAL = 1.0
 # (an offline worker, a paused or deleted queue…); pruned at each sweep.
 ROUND_ROBIN_KEEP_SECONDS = 60.0
 
-# Tables whose statistics and dead rows the maintenance step looks after.
-HOT_TABLES = (Job._meta.db_table, JobExecution._meta.db_table, Worker._meta.db_table)
+# Tables whose statistics and dead rows the maintenance step looks after. The throughput
+# rollup takes an update per batch of results and is folded every interval.
+HOT_TABLES = (
+    Job._meta.db_table,
+    JobExecution._meta.db_table,
+    Worker._meta.db_table,
+    JobThroughput._meta.db_table,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +94,16 @@ class TickResult:
 
     def __bool__(self) -> bool:
         return bool(self.promoted or self.fired or self.assigned or self.expired or self.offline)
+
+
+def _plan_concurrency(tier: str | None, limits: str | None) -> int | None:
+    """An organization's plan max_concurrency (None: no cap) from its subscription's tier and
+    limits (JSON text), as billing.plans.plan_limits gives it: the tier's default unless the
+    limits override it; starter's without a subscription."""
+    if tier is None:
+        return TIER_LIMITS[Tier.STARTER]["max_concurrency"]
+    plan = Subscription(tier=tier, limits=json.loads(limits) if limits else {})
+    return plan.effective_limits()["max_concurrency"]
 
 
 class Dispatcher:
@@ -185,7 +204,7 @@ class Dispatcher:
         """Claim pending jobs into the free slots of online workers; NOTIFY each worker."""
         self._next_token_due = None
         with transaction.atomic(durable=True):
-            free, assignments, capped, rate_limited = self._free_slots_and_assignments()
+            free, assignments, capped, rate_limited, plans = self._free_slots_and_assignments()
             if not free:
                 return 0
             queue_ids = {a.queue_id for choices in assignments.values() for a in choices}
@@ -193,11 +212,19 @@ class Dispatcher:
                 return 0
             budget = min(self.batch_size, sum(free.values()))
             available = queries.pending_available(sorted(queue_ids), cap=budget)
+            plan_room = self._plan_room(available, assignments, plans)
             if capped:
                 self._apply_concurrency_caps(available, capped)
             pending = dict(available)
             buckets = self._apply_rate_limits(available, rate_limited)
-            slots = plan_slots(free, assignments, available, budget=budget, state=self._round_robin)
+            slots = plan_slots(
+                free,
+                assignments,
+                available,
+                budget=budget,
+                state=self._round_robin,
+                plan_room=plan_room,
+            )
             # The claim NOTIFYs the workers that got jobs, and spends the buckets' tokens, in
             # the same statement.
             claimed = queries.claim_jobs(slots, lease_seconds=self.lease_seconds, buckets=buckets)
@@ -267,8 +294,15 @@ class Dispatcher:
         return fired
 
     def maintain(self) -> list[str]:
-        """Keep the hot tables analyzed and vacuumed (one dispatcher at a time)."""
-        done = queries.maintain_tables(HOT_TABLES)
+        """Fold the dashboard's throughput rollup, and keep the hot tables analyzed and
+        vacuumed (each in one dispatcher at a time)."""
+        done = []
+        # Every maintenance interval, so a minute's shards are folded within about that long
+        # after it ends and the rollup keeps a handful of rows per queue and minute.
+        folded = stats.fold_throughput()
+        if folded:
+            done.append(f"folded {folded} throughput row(s)")
+        done += queries.maintain_tables(HOT_TABLES)
         for action in done:
             logger.info("maintenance: %s", action)
         return done
@@ -278,35 +312,77 @@ class Dispatcher:
     def _free_slots_and_assignments(
         self,
     ) -> tuple[
-        dict[uuid.UUID, int], dict[uuid.UUID, list[Assignment]], set[uuid.UUID], set[uuid.UUID]
+        dict[uuid.UUID, int],
+        dict[uuid.UUID, list[Assignment]],
+        set[uuid.UUID],
+        set[uuid.UUID],
+        dict[uuid.UUID, int | None],
     ]:
         """Free slots of the online workers this dispatcher locked for this tick, their
-        active assignments to unpaused queues, and which of those queues have a cap and which
-        a rate limit.
+        active assignments to unpaused queues, which of those queues have a cap and which a
+        rate limit, and the plan max_concurrency of their organizations (None: no cap).
 
         Two statements, in this order (workers/sql/lock_online_workers.sql says why).
         """
         capacity = dispatch_sql.lock_online_workers()
         if not capacity:
-            return {}, {}, set(), set()
+            return {}, {}, set(), set(), {}
         rows = dispatch_sql.worker_assignments(list(capacity))
         free: dict[uuid.UUID, int] = {}
         by_worker: dict[uuid.UUID, list[Assignment]] = defaultdict(list)
         capped: set[uuid.UUID] = set()
         rate_limited: set[uuid.UUID] = set()
+        plans: dict[uuid.UUID, int | None] = {}
         now = time.monotonic()
-        for worker_id, queue_id, weight, priority, max_concurrency, limited, busy in rows:
+        for row in rows:
+            worker_id, queue_id, weight, priority, max_concurrency, limited = row[:6]
+            org, tier, limits, busy = row[6:]
             # Seen even when full: its round-robin weights must survive until it frees a slot.
             self._round_robin_seen[worker_id, queue_id] = now
             if capacity[worker_id] - busy <= 0:
                 continue
             free[worker_id] = capacity[worker_id] - busy
-            by_worker[worker_id].append(Assignment(queue_id, weight, priority))
+            by_worker[worker_id].append(Assignment(queue_id, weight, priority, org))
             if max_concurrency is not None:
                 capped.add(queue_id)
             if limited:
                 rate_limited.add(queue_id)
-        return free, by_worker, capped, rate_limited
+            if org not in plans:
+                plans[org] = _plan_concurrency(tier, limits)
+        return free, by_worker, capped, rate_limited, plans
+
+    def _plan_room(
+        self,
+        available: dict[uuid.UUID, int],
+        assignments: dict[uuid.UUID, list[Assignment]],
+        plans: dict[uuid.UUID, int | None],
+    ) -> dict[uuid.UUID, int]:
+        """How many more jobs each organization with jobs waiting may start under its plan's
+        max_concurrency (its running jobs across all its projects, queues and workers, and
+        every dispatcher's); organizations whose plan has no cap are left out.
+
+        Like a queue's cap, but the organization has no row every dispatcher would lock (one
+        without a subscription is on starter), so each capped organization gets an advisory
+        lock (jobs/sql/lock_organizations.sql) held until this tick's claim commits: the
+        running count, read after the lock is granted, includes every other dispatcher's
+        committed claims, and none of them claims for the organization meanwhile. The locks
+        come before any queue row's (caps, then rate limits), so every dispatcher takes its
+        locks in one order. workers/planning.py spends the room as it picks queues.
+        """
+        caps: dict[uuid.UUID, int] = {}
+        for choices in assignments.values():
+            for choice in choices:
+                org = choice.organization_id
+                if org is None or available.get(choice.queue_id, 0) <= 0:
+                    continue
+                cap = plans.get(org)
+                if cap is not None:
+                    caps[org] = cap
+        if not caps:
+            return {}
+        queries.lock_organizations(sorted(caps))
+        running = queries.running_per_organization(caps)
+        return {org: max(0, cap - running.get(org, 0)) for org, cap in caps.items()}
 
     def _apply_concurrency_caps(
         self, available: dict[uuid.UUID, int], capped: set[uuid.UUID]
@@ -343,8 +419,9 @@ class Dispatcher:
 
         Only queues with pending jobs are locked (jobs/sql/lock_rate_limits.sql): dispatchers
         take turns on them until this transaction, whose claim spends the tokens, commits.
-        Concurrency caps are locked first, so every dispatcher locks queue rows in the same
-        order: capped queues by id, then the other rate-limited ones by id.
+        Organizations (_plan_room) and concurrency caps are locked first, so every dispatcher
+        takes its locks in the same order: organizations by lock key, capped queues by id,
+        then the other rate-limited ones by id.
         """
         waiting = sorted(queue_id for queue_id in rate_limited if available.get(queue_id, 0) > 0)
         buckets = queries.lock_rate_limits(waiting)

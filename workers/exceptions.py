@@ -1,5 +1,9 @@
-from taskforge.lib.errors import NotFound
+from taskforge.lib.errors import Conflict, NotFound
 
 
 class WorkerNotFound(NotFound):
+    pass
+
+
+class WorkerOffline(Conflict):
     pass

@@ -5,7 +5,9 @@ Kept free of the database so its rules can be read and tested on their own:
 * among queues of equal priority, slots are split by assignment weight with smooth weighted
   round robin (nginx's algorithm), whose state carries over between ticks, so a worker with
   weights 3:1 gets 3:1 even when it frees one slot at a time;
-* a queue with fewer pending jobs than demanded gives its share to the worker's other queues.
+* a queue with fewer pending jobs than demanded gives its share to the worker's other queues;
+* an organization whose plan caps its running jobs gets no more than its room, taken by its
+  queues in the order above, so the room goes to the queues that can use it this tick.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ class Assignment:
     queue_id: UUID
     weight: int
     queue_priority: int
+    # The queue's organization, whose plan may cap its running jobs (plan_slots' plan_room).
+    organization_id: UUID | None = None
 
 
 # Smooth weighted round robin "current weight" per (worker, queue), kept by the dispatcher.
@@ -38,10 +42,19 @@ def plan_slots(
     *,
     budget: int,
     state: RoundRobinState,
+    plan_room: Mapping[UUID, int] | None = None,
     rng: random.Random | None = None,
 ) -> list[Slot]:
-    """Spread up to ``budget`` jobs over workers' free slots and their queues' pending jobs."""
+    """Spread up to ``budget`` jobs over workers' free slots and their queues' pending jobs.
+
+    ``plan_room``: how many more jobs each organization may start (its plan's max_concurrency
+    less its running jobs); an organization not in it has no such cap. It is spent slot by
+    slot as the queues are picked, rather than split among the queues beforehand, so room is
+    never set aside for a queue whose workers have no free slot while another queue of the
+    organization could have used it.
+    """
     remaining = dict(available)
+    room: dict[UUID | None, int] = {org: n for org, n in (plan_room or {}).items()}
     next_number: dict[UUID, int] = {}
     slots: list[Slot] = []
     workers = list(free)
@@ -51,10 +64,13 @@ def plan_slots(
         for _ in range(free[worker_id]):
             if len(slots) >= budget:
                 return slots
-            queue_id = _pick_queue(worker_id, assignments.get(worker_id, ()), remaining, state)
-            if queue_id is None:
+            choice = _pick_queue(worker_id, assignments.get(worker_id, ()), remaining, room, state)
+            if choice is None:
                 break
+            queue_id = choice.queue_id
             remaining[queue_id] -= 1
+            if choice.organization_id in room:
+                room[choice.organization_id] -= 1
             number = next_number.get(queue_id, 1)
             next_number[queue_id] = number + 1
             slots.append(Slot(worker_id, queue_id, number))
@@ -65,15 +81,21 @@ def _pick_queue(
     worker_id: UUID,
     choices: Sequence[Assignment],
     remaining: Mapping[UUID, int],
+    room: Mapping[UUID | None, int],
     state: RoundRobinState,
-) -> UUID | None:
-    eligible = [a for a in choices if remaining.get(a.queue_id, 0) > 0]
+) -> Assignment | None:
+    # An organization without an entry in ``room`` has no plan cap.
+    eligible = [
+        a
+        for a in choices
+        if remaining.get(a.queue_id, 0) > 0 and room.get(a.organization_id, 1) > 0
+    ]
     if not eligible:
         return None
     top = max(a.queue_priority for a in eligible)
     group = [a for a in eligible if a.queue_priority == top]
     if len(group) == 1:
-        return group[0].queue_id
+        return group[0]
     total = 0
     best: Assignment | None = None
     for a in group:
@@ -84,7 +106,7 @@ def _pick_queue(
             best = a
     assert best is not None
     state[(worker_id, best.queue_id)] -= total
-    return best.queue_id
+    return best
 
 
 def forget_unseen(

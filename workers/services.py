@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models.functions import Now
 
+from accounts.audit import SYSTEM, Actor, record_audit
 from accounts.models import Project
 from jobs import queries
 from jobs import services as job_services
@@ -18,7 +19,7 @@ from queues.models import Queue
 from taskforge import conf
 from taskforge.lib.errors import ValidationFailed
 from taskforge.lib.jsonlimits import storable_json
-from workers.exceptions import WorkerNotFound
+from workers.exceptions import WorkerNotFound, WorkerOffline
 from workers.models import QueueWorkerAssignment, Worker, WorkerStatus, WorkerType
 
 # last_error of the jobs a worker's old process held when the worker registered again.
@@ -150,15 +151,33 @@ def heartbeat(project: Project, worker: Worker, *, running: Sequence[UUID]) -> s
     return worker.status
 
 
-def drain_worker(project: Project, worker: Worker) -> Worker:
-    """Stop assigning new jobs to the worker; what it holds it may finish."""
+def drain_worker(project: Project, worker: Worker, *, actor: Actor = SYSTEM) -> Worker:
+    """Stop assigning new jobs to the worker; what it holds it may finish.
+
+    Only an online worker drains (and is audited as drained); draining a draining worker
+    changes nothing, and an offline one is refused: it holds nothing and gets nothing already.
+    """
     with transaction.atomic(durable=True):
-        Worker.objects.for_project(project).filter(pk=worker.pk).update(
-            status=WorkerStatus.DRAINING
+        drained = (
+            Worker.objects.for_project(project)
+            .filter(pk=worker.pk, status=WorkerStatus.ONLINE)
+            .update(status=WorkerStatus.DRAINING)
         )
-        # Wake its long-poll, which then returns instead of waiting out its time.
-        queries.notify([queries.worker_channel(worker.pk)])
+        if drained:
+            # Wake its long-poll, which then returns instead of waiting out its time.
+            queries.notify([queries.worker_channel(worker.pk)])
+            record_audit(
+                project.organization_id,
+                "worker.drained",
+                actor=actor,
+                project=project,
+                target_type="worker",
+                target_id=worker.pk,
+                metadata={"name": worker.name},
+            )
     worker.refresh_from_db(fields=["status"])
+    if worker.status == WorkerStatus.OFFLINE:
+        raise WorkerOffline(f"worker {worker.name} is offline: it has nothing to drain")
     return worker
 
 

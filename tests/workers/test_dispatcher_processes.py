@@ -20,6 +20,7 @@ from django.db import connection, connections
 from django.db.models import QuerySet
 
 from accounts.models import Project
+from billing.models import Subscription, Tier
 from jobs import services
 from jobs.models import Job, JobExecution, JobState
 from jobs.queries import DISPATCH_CHANNEL
@@ -31,6 +32,12 @@ from workers.models import Worker
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 TICK_LINE = re.compile(r"tick: promoted=\d+ fired=\d+ assigned=(\d+) ")
+
+
+def unlimited_plan(project: Project) -> None:
+    """These tests run hundreds of jobs at once: more than the starter plan's running-job cap
+    (tests/workers/test_plan_concurrency.py tests that cap)."""
+    Subscription.objects.for_org(project.organization).update(tier=Tier.ENTERPRISE)
 
 
 def register_workers(project: Project, count: int, capacity: int) -> list[Worker]:
@@ -79,6 +86,7 @@ def dispatcher_listening() -> bool:
 def test_three_dispatchers_racing_over_5000_jobs_assign_each_job_exactly_once(
     project, queue, tmp_path
 ):
+    unlimited_plan(project)
     workers = register_workers(project, 20, capacity=300)
     args = ("rundispatcher", "--poll-interval", "0.2", "--batch-size", "200")
 
@@ -163,6 +171,7 @@ def transactions_ended(pids: list[int], since: datetime) -> bool:
 
 
 def test_concurrent_dispatchers_never_fill_a_worker_past_its_capacity(project, queue, tmp_path):
+    unlimited_plan(project)
     [worker] = register_workers(project, 1, capacity=300)
     submit_pending(project, 1000)
     args = ("rundispatcher", "--poll-interval", "0.2", "--batch-size", "200")

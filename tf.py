@@ -243,6 +243,44 @@ def demo_worker_specs(url: str, demo: dict[str, Any]) -> list[ProcessSpec]:
     return [ProcessSpec("worker", argv, env={"TASKFORGE_API_KEY": key})]
 
 
+# The demo traffic: a few demo jobs every few seconds, so the dashboard has something live.
+DEMO_TRAFFIC_SECONDS = 3.0
+
+
+def demo_jobs(tick: int) -> list[dict[str, Any]]:
+    """The jobs one tick of demo traffic submits: mostly quick, some slow, some failing."""
+    jobs: list[dict[str, Any]] = [
+        {
+            "queue": DEMO_QUEUE,
+            "job_type": "demo.echo",
+            "payload": {"tick": tick, "user_id": tick % 7},
+        },
+        {"queue": DEMO_QUEUE, "job_type": "demo.sleep", "payload": {"seconds": 0.5 + tick % 3}},
+    ]
+    if tick % 2 == 0:
+        jobs.append(
+            {"queue": DEMO_QUEUE, "job_type": "demo.fail_sometimes", "payload": {"p": 0.5},
+             "max_attempts": 2}
+        )  # fmt: skip
+    return jobs
+
+
+def demo_traffic(url: str, api_key: str, stop: threading.Event) -> None:
+    """Submit demo jobs until ``stop``: the dashboard's counters, charts and errors move."""
+    tick = 0
+    while not stop.wait(DEMO_TRAFFIC_SECONDS):
+        body = json.dumps({"jobs": demo_jobs(tick)}).encode()
+        request = urllib.request.Request(  # noqa: S310 - our own server's URL
+            f"{url}/api/v1/jobs/batch",
+            data=body,
+            headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(request, timeout=5).close()  # noqa: S310
+        tick += 1
+
+
 # Width of the name column that prefixes each child's output lines.
 WIDTH = len("dispatcher")
 
@@ -430,7 +468,10 @@ def demo_login(demo: dict[str, Any]) -> str:
             f"superuser and admin of organization {DEMO_ORG!r}: "
             "the Django admin shows it every organization"
         )
-    return f"admin of organization {DEMO_ORG!r}, all of it through the API; not staff: no /admin/"
+    return (
+        f"admin of organization {DEMO_ORG!r}, all of it on the dashboard and the API; "
+        "not staff: no /admin/"
+    )
 
 
 def banner(url: str, demo: dict[str, Any]) -> str:
@@ -454,6 +495,7 @@ def banner(url: str, demo: dict[str, Any]) -> str:
         "=" * 72,
         f"  TaskForge is running at {url}/",
         "",
+        f"  Dashboard   {url}/   (sign in with the demo login below)",
         f"  Admin       {url}/admin/   ({admin})",
         f"  API         {url}/api/v1/   (docs: {url}/api/docs/)",
         "",
@@ -463,6 +505,9 @@ def banner(url: str, demo: dict[str, Any]) -> str:
         f"  API key     {api_key}",
         f"  Project id  {demo.get('project_id', '?')}",
         "",
+        f"  Demo jobs go to queue {DEMO_QUEUE!r} every {DEMO_TRAFFIC_SECONDS:g} s and show up "
+        "live on the",
+        "  dashboard (--no-demo-traffic turns them off).",
         f"  The demo worker runs demo.* jobs from queue {DEMO_QUEUE!r} only; jobs sent to",
         "  'default' wait for a worker of your own. Submit a job to the demo worker:",
         f'    curl -X POST -H "Authorization: Bearer {demo.get("api_key") or "<key>"}" \\',
@@ -478,8 +523,12 @@ def banner(url: str, demo: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def supervise(specs: list[ProcessSpec], url: str, demo: dict[str, Any]) -> int:
-    """Run the children until Ctrl-C/SIGTERM (exit 0) or until one of them dies (non-zero)."""
+def supervise(
+    specs: list[ProcessSpec], url: str, demo: dict[str, Any], *, traffic: bool = True
+) -> int:
+    """Run the children until Ctrl-C/SIGTERM (exit 0) or until one of them dies (non-zero).
+
+    With ``traffic``, demo jobs are submitted every few seconds once the demo worker runs."""
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -496,6 +545,11 @@ def supervise(specs: list[ProcessSpec], url: str, demo: dict[str, Any]) -> int:
         late = demo_worker_specs(url, demo)
         start_processes(late)
         specs.extend(late)
+        if late and traffic:
+            feeder = threading.Thread(
+                target=demo_traffic, args=(url, demo["api_key"], stop), daemon=True
+            )
+            feeder.start()
         if not stop.is_set():
             print(banner(url, demo), flush=True)
         while not stop.is_set():
@@ -515,7 +569,9 @@ def cmd_start(args: argparse.Namespace) -> int:
         run(manage_argv("migrate", "--noinput"), "manage.py migrate", quiet=True)
         demo = ensure_demo_tenant(staff=args.staff_demo)
         url = base_url(args.host, args.port)
-        return supervise(process_specs(args.host, args.port), url, demo)
+        return supervise(
+            process_specs(args.host, args.port), url, demo, traffic=not args.no_demo_traffic
+        )
 
 
 # --- test -----------------------------------------------------------------------------------
@@ -629,6 +685,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="make the demo login a superuser, who may use the Django admin (/admin/) and sees "
         "every organization there; without it the demo login is an ordinary organization admin",
+    )
+    start.add_argument(
+        "--no-demo-traffic",
+        action="store_true",
+        help="do not submit demo jobs; by default a few demo.* jobs (some slow, some failing) "
+        f"go to queue {DEMO_QUEUE!r} every {DEMO_TRAFFIC_SECONDS:g} s so the dashboard shows "
+        "live work",
     )
     start.set_defaults(handler=cmd_start)
     test = commands.add_parser(

@@ -72,7 +72,7 @@ class NewMember:
     generated_password: str | None
 
 
-class _Onboarded(Protocol):
+class Onboarded(Protocol):
     @property
     def organization(self) -> Organization: ...
     @property
@@ -86,7 +86,7 @@ class TenantSetup(Protocol):
 
     def create_organization(
         self, *, name: str, email: str, password: str | None, with_api_key: bool = True
-    ) -> _Onboarded: ...
+    ) -> Onboarded: ...
 
     def create_project(self, organization: Organization, *, name: str, actor: Actor) -> Project: ...
 
@@ -100,14 +100,20 @@ def tenant_setup() -> TenantSetup:
 # --- Sign-up and sessions ---------------------------------------------------------------------
 
 
-def sign_up(*, organization_name: str, email: str, password: str) -> SignedUp:
-    """Create an organization with its admin, default project and queue; sign the admin in.
+def register(*, organization_name: str, email: str, password: str) -> Onboarded:
+    """Create an organization with its admin, default project and queue (no session yet).
 
     Raise ``ValidationFailed`` (naming the field) on bad input and a 409 if the email is taken.
+    The API's sign-up adds tokens (``sign_up``), the dashboard's a session.
     """
-    onboarded = tenant_setup().create_organization(
+    return tenant_setup().create_organization(
         name=organization_name, email=email, password=password, with_api_key=False
     )
+
+
+def sign_up(*, organization_name: str, email: str, password: str) -> SignedUp:
+    """``register``, and sign the admin in with a token pair."""
+    onboarded = register(organization_name=organization_name, email=email, password=password)
     return SignedUp(
         organization=onboarded.organization,
         project=onboarded.project,
@@ -121,6 +127,16 @@ def log_in(*, email: str, password: str, ip_address: str) -> TokenPair:
 
     Raise ``Throttled`` once the IP, or this email from this IP, is over its failed-attempt
     limit (before the password is checked) and ``AuthenticationFailed`` on wrong credentials.
+    """
+    return _tokens_for(check_credentials(email=email, password=password, ip_address=ip_address))
+
+
+def check_credentials(*, email: str, password: str, ip_address: str) -> User:
+    """The user these credentials sign in, under the sign-in limits; audited on the user's org.
+
+    Shared by the API's token endpoint and the dashboard's session sign-in (and the limits
+    with the admin's, accounts/throttling.py), so no door allows more guesses than another.
+    Raise ``Throttled`` over a limit and ``AuthenticationFailed`` on wrong credentials.
     """
     email = email.strip().lower()
     attempt = reserve_login_attempt(ip_address=ip_address, email=email)
@@ -138,7 +154,7 @@ def log_in(*, email: str, password: str, ip_address: str) -> TokenPair:
                 target_type="user",
                 target_id=user.pk,
             )
-    return _tokens_for(user)
+    return user
 
 
 def rotate_refresh_token(raw: str) -> TokenPair:

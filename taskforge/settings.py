@@ -80,6 +80,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "accounts.dashboard.seat_context",
             ],
         },
     },
@@ -272,6 +273,11 @@ TASKFORGE_BATCH_SIZE = env_int("TASKFORGE_BATCH_SIZE", 1000, minimum=1)
 TASKFORGE_MAX_BATCH_JOBS = env_int("TASKFORGE_MAX_BATCH_JOBS", 1000, minimum=1)
 TASKFORGE_MAINTENANCE_INTERVAL = env_float("TASKFORGE_MAINTENANCE_INTERVAL", 30.0, minimum=1)
 TASKFORGE_SIGNUP_ENABLED = env_bool("TASKFORGE_SIGNUP_ENABLED", True)
+# Dashboard counters count jobs exactly up to this many through an index; past it they show
+# the planner's estimate (docs/dashboard.md "Fast on big tables").
+TASKFORGE_DASHBOARD_EXACT_COUNT_LIMIT = env_int(
+    "TASKFORGE_DASHBOARD_EXACT_COUNT_LIMIT", 10_000, minimum=100
+)
 # PgBouncer in transaction mode before 1.21 cannot keep prepared statements: set false there.
 TASKFORGE_PREPARED_STATEMENTS = env_bool("TASKFORGE_PREPARED_STATEMENTS", True)
 

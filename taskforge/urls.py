@@ -26,4 +26,6 @@ urlpatterns = [
     # Last of the /api/ routes: what none of them matched gets the JSON envelope.
     re_path(r"^api/", api_errors.api_not_found),
     path("", include("django_prometheus.urls")),
+    # The dashboard, last: its pages sit at the top of the site (/, /jobs, /queues/<name>…).
+    path("", include("taskforge.dashboard_urls")),
 ]

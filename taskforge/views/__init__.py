@@ -1,0 +1,1 @@
+"""Dashboard pages that span apps (see taskforge/dashboard_urls.py)."""

@@ -63,10 +63,14 @@ def chromium() -> Iterator[Any]:
 class Session:
     """One browser context (its own cookies) on the live server, cut off from other hosts."""
 
-    def __init__(self, browser: Any, base_url: str, width: int = 1280) -> None:
+    def __init__(
+        self, browser: Any, base_url: str, width: int = 1280, scheme: str = "light"
+    ) -> None:
         self.base_url = base_url
         self.foreign: list[str] = []
-        self.context = browser.new_context(viewport={"width": width, "height": 900})
+        self.context = browser.new_context(
+            viewport={"width": width, "height": 900}, color_scheme=scheme
+        )
         self.context.set_default_timeout(15_000)
         ours = urlsplit(base_url).netloc
         self.context.route("**/*", lambda route: self._offline(route, ours))
@@ -115,8 +119,8 @@ class Session:
 def open_session(chromium: Any, live_server: Any) -> Iterator[Callable[..., Session]]:
     sessions: list[Session] = []
 
-    def make(width: int = 1280) -> Session:
-        session = Session(chromium, live_server.url, width)
+    def make(width: int = 1280, scheme: str = "light") -> Session:
+        session = Session(chromium, live_server.url, width, scheme)
         sessions.append(session)
         return session
 
@@ -357,6 +361,17 @@ def test_every_page_at_desktop_and_phone_width(open_session, org, project, queue
             session.page.wait_for_load_state("networkidle")
             session.shot(f"{name}-{label}")
             assert_fits(session, width, name)
+        # The system's dark theme, as an operator at night sees it (colours, contrast).
+        dark = open_session(width, "dark")
+        dark.sign_in(member.email)
+        for name in ("overview", "jobs", "job"):
+            dark.go(pages[name])
+            dark.page.wait_for_load_state("networkidle")
+            assert (
+                dark.page.evaluate("getComputedStyle(document.body).backgroundColor")
+                != "rgb(246, 247, 249)"
+            ), "the dark theme did not apply"
+            dark.shot(f"{name}-{label}-dark")
         newcomer = open_session(width)
         newcomer.sign_in(empty_org_admin.email)
         for name, path in (("overview", "/"), ("jobs", "/jobs"), ("workers", "/workers")):

@@ -79,9 +79,6 @@ class Subscription(models.Model):
     def __str__(self) -> str:
         return f"{self.organization_id} {self.tier}"
 
-    def effective_limits(self) -> dict[str, int | None]:
-        return {**TIER_LIMITS[self.tier], **self.limits}
-
 
 class UsageRecord(models.Model):
     """How much of a metric a project used on one day (one row per org, project, metric, day)."""

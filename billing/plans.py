@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from billing.models import TIER_LIMITS, Subscription, Tier
@@ -12,4 +13,15 @@ def plan_limits(organization_id: Any) -> dict[str, int | None]:
     subscription = (
         Subscription.objects.all_tenants().filter(organization_id=organization_id).first()
     )
-    return subscription.effective_limits() if subscription else dict(TIER_LIMITS[Tier.STARTER])
+    if subscription is None:
+        return limits_of(None, None)
+    return limits_of(subscription.tier, subscription.limits)
+
+
+def limits_of(
+    tier: str | None, overrides: Mapping[str, int | None] | None
+) -> dict[str, int | None]:
+    """The limits of a subscription of ``tier`` with ``overrides`` (its ``limits``); ``tier``
+    None means no subscription, which is the starter plan. For callers that already read the
+    subscription's columns (the dispatcher reads them with its assignments)."""
+    return {**TIER_LIMITS[tier or Tier.STARTER], **(overrides or {})}

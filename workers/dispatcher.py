@@ -33,7 +33,7 @@ from django.db import (
 from django.db.models import Count
 from django.db.models.functions import Now
 
-from billing.models import TIER_LIMITS, Subscription, Tier
+from billing.plans import limits_of
 from jobs import queries, services
 from jobs.models import Job, JobExecution, JobState, JobThroughput
 from jobs.schedules import services as scheduling
@@ -100,10 +100,7 @@ def _plan_concurrency(tier: str | None, limits: str | None) -> int | None:
     """An organization's plan max_concurrency (None: no cap) from its subscription's tier and
     limits (JSON text), as billing.plans.plan_limits gives it: the tier's default unless the
     limits override it; starter's without a subscription."""
-    if tier is None:
-        return TIER_LIMITS[Tier.STARTER]["max_concurrency"]
-    plan = Subscription(tier=tier, limits=json.loads(limits) if limits else {})
-    return plan.effective_limits()["max_concurrency"]
+    return limits_of(tier, json.loads(limits) if limits else None)["max_concurrency"]
 
 
 class Dispatcher:

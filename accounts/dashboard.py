@@ -161,11 +161,16 @@ def done(
     """The answer to an action: for htmx the refreshed region (or nothing) with a toast, for a
     plain form post a redirect back (post/redirect/get) where the message shows once."""
     if is_htmx(request):
-        response = region if region is not None else HttpResponse(status=204)
-        response["HX-Trigger"] = json.dumps({"tf:toast": {"message": message}})
-        return response
+        return with_toast(region if region is not None else HttpResponse(status=204), message)
     messages.info(request, message)
     return HttpResponseRedirect(back)
+
+
+def with_toast(response: HttpResponse, message: str, *, error: bool = False) -> HttpResponse:
+    """``response`` carrying a toast for static/dashboard/taskforge.js (htmx's HX-Trigger)."""
+    toast = {"message": message, **({"kind": "error"} if error else {})}
+    response["HX-Trigger"] = json.dumps({"tf:toast": toast})
+    return response
 
 
 def safe_next(request: HttpRequest, candidate: str | None, default: str = "/") -> str:

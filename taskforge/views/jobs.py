@@ -39,6 +39,7 @@ from accounts.dashboard import (
     is_htmx,
     partial_of,
     seat_of,
+    with_toast,
 )
 from accounts.models import Project
 from jobs import services
@@ -94,8 +95,7 @@ def _failed(message: str, region: HttpResponse) -> HttpResponse:
     Status 200 on purpose: htmx swaps no 4xx answer and would add its own "the server answered
     409" toast to ours; the plain-form path answers with the real status.
     """
-    region["HX-Trigger"] = json.dumps({"tf:toast": {"message": message, "kind": "error"}})
-    return region
+    return with_toast(region, message, error=True)
 
 
 # --- Filters in words ---------------------------------------------------------------------------

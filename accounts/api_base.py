@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from rest_framework import exceptions
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
@@ -37,9 +41,42 @@ class TenantRequest(Request):
     api_key: ApiKey | None
 
 
+class JsonNegotiation(DefaultContentNegotiation):
+    """DRF's negotiation, answered without parsing the Accept header when there is nothing to
+    choose: the view renders JSON only, the request asks for JSON or anything (or does not
+    say), and names no format. Every other request is DRF's to decide (406 included)."""
+
+    def select_renderer(
+        self,
+        request: Request,
+        renderers: Iterable[BaseRenderer],
+        format_suffix: str | None = None,
+    ) -> tuple[BaseRenderer, str]:
+        renderers = list(renderers)
+        accept = request.META.get("HTTP_ACCEPT")
+        if (
+            len(renderers) == 1
+            and accept in _ANY_JSON
+            and format_suffix is None
+            and api_settings.URL_FORMAT_OVERRIDE not in request.query_params
+        ):
+            renderer = renderers[0]
+            if renderer.media_type == "application/json":
+                return renderer, renderer.media_type
+        chosen: tuple[BaseRenderer, str] = super().select_renderer(
+            request, renderers, format_suffix
+        )
+        return chosen
+
+
+# Accept headers DRF answers with "application/json" for a JSON-only view (None: no header).
+_ANY_JSON = frozenset({None, "*/*", "application/json", "application/*"})
+
+
 class TenantAPIView(APIView):
     authentication_classes = [ApiKeyAuthentication, JWTAuthentication]
     permission_classes = [ScopedAccess]
+    content_negotiation_class = JsonNegotiation
     # Does the view work on one project (jobs, queues…) or on the organization (members…)?
     project_scoped = True
     scopes: dict[str, str] = {}

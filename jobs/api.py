@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import prefetch_related_objects
+from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import status
@@ -37,11 +38,17 @@ from jobs.serializers import (
     JobStateSerializer,
     JobSubmitSerializer,
     LogSerializer,
+    batch_input,
     job_data,
+    submit_input,
+    submitted_job_data,
+    submitted_jobs_data,
 )
 from jobs.services import listing
+from jobs.services.submit import submit_one, without_parents
 from queues.models import Queue
 from taskforge.lib.errors import NotFound
+from taskforge.lib.fastjson import json_response
 from taskforge.lib.pagination import paginate
 from taskforge.lib.serializers import page_of
 
@@ -90,19 +97,23 @@ class JobListApi(TenantAPIView):
         description="201 with the new job; 200 with the existing job when the idempotency key "
         "was used before in this project.",
     )  # fmt: skip
-    def post(self, request: Request) -> Response:
+    def post(self, request: Request) -> HttpResponse:
         data = request.data
-        header_key = request.headers.get("Idempotency-Key")
+        header_key = request.META.get("HTTP_IDEMPOTENCY_KEY")
         if header_key and isinstance(data, dict) and "idempotency_key" not in data:
             data = {**data, "idempotency_key": header_key}
-        serializer = JobSubmitSerializer(data=data)
-        serializer.is_valid(raise_exception=True)
-        job, created = services.submit_job(project_of(request), serializer.to_spec())
+        spec = submit_input(data)
+        project = project_of(request)
+        if without_parents(spec):  # one statement, one round trip
+            one = submit_one(project, spec)
+            return json_response(
+                submitted_job_data(one),
+                status=status.HTTP_201_CREATED if one.created else status.HTTP_200_OK,
+            )
+        job, created = services.submit_job(project, spec)
         # A repeat returns the existing job, which may sit in another queue than the request names.
-        context = (
-            {"queue_names": {job.queue_id: serializer.validated_data["queue"]}} if created else {}
-        )
-        return Response(
+        context = {"queue_names": {job.queue_id: spec.queue}} if created else {}
+        return json_response(
             JobSerializer(job, context=context).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
@@ -161,17 +172,13 @@ class JobBatchApi(TenantAPIView):
         "Errors name the job's index. Optional `on_complete` / `on_success` callback jobs "
         "are enqueued exactly once when the whole batch has finished (docs/workflows.md).",
     )
-    def post(self, request: Request) -> Response:
-        serializer = BatchSubmitSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        project = project_of(request)
-        submitted = services.submit_jobs(
-            project, serializer.to_specs(), **serializer.to_callbacks()
-        )
-        names = _queue_names(project)
-        jobs = [job_data(job, names[job.queue_id]) for job in submitted.jobs]
-        return Response(
-            {"batch_id": submitted.batch_id, "jobs": jobs}, status=status.HTTP_201_CREATED
+    def post(self, request: Request) -> HttpResponse:
+        specs, callbacks = batch_input(request.data)
+        submitted = services.submit_jobs(project_of(request), specs, **callbacks)
+        batch_id = str(submitted.batch_id) if submitted.batch_id else None
+        return json_response(
+            {"batch_id": batch_id, "jobs": submitted_jobs_data(submitted)},
+            status=status.HTTP_201_CREATED,
         )
 
 

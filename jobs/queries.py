@@ -13,23 +13,32 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any, NamedTuple
 from uuid import UUID
 
 import psycopg
+from django.conf import settings
 from django.db import IntegrityError, connection
 from psycopg import sql
 
+from taskforge.lib import channels
 from taskforge.lib.sqlfiles import SqlFiles
 
-DISPATCH_CHANNEL = "taskforge_jobs"
+# NOTIFYed when jobs become pending: the payload is the queue's id in hex (queue_payload()),
+# or empty when the sender does not know which queues (every waiting long-poll re-checks).
+DISPATCH_CHANNEL = channels.JOBS_READY
+
+
+def queue_payload(queue_id: UUID) -> str:
+    """The payload of a DISPATCH_CHANNEL notification about one queue (notify_ready.sql
+    builds the same text in SQL)."""
+    return queue_id.hex
 
 
 def worker_channel(worker_id: UUID) -> str:
-    """The LISTEN channel on which a worker hears that jobs were assigned to it.
-
-    claim_jobs.sql builds the same name in SQL.
-    """
+    """The LISTEN channel on which a worker's long-poll hears that it was drained,
+    deregistered or given other queues."""
     return f"taskforge_worker_{worker_id.hex}"
 
 
@@ -79,9 +88,10 @@ class DuplicateIdempotencyKey(Exception):
 
 
 def insert_jobs(rows: Sequence[JobRow]) -> None:
-    """Insert new job rows and NOTIFY the dispatchers when any of them is pending.
+    """Insert new job rows and say which queues got pending jobs (notify_ready, at commit).
 
-    One row goes in with one INSERT that also NOTIFYs; many are streamed with COPY.
+    One row goes in with one INSERT that also NOTIFYs; many are streamed with COPY, as text
+    built here (copy_text), then one NOTIFY per queue with pending jobs.
     """
     try:
         if len(rows) == 1:
@@ -92,14 +102,12 @@ def insert_jobs(rows: Sequence[JobRow]) -> None:
             _SQL.cursor() as cursor,
             cursor.copy(_SQL.text("insert_jobs")) as copy,
         ):
-            for row in rows:
-                copy.write_row(row)
+            copy.write(copy_text(rows))
     except IntegrityError as exc:
         if isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
             raise DuplicateIdempotencyKey(str(exc)) from exc
         raise
-    if any(row.state == "pending" for row in rows):
-        notify([DISPATCH_CHANNEL])
+    notify_ready(sorted({row.queue_id for row in rows if row.state == "pending"}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,25 +119,39 @@ class QueueDefaults:
     timeout_seconds: int
 
 
-def submit_queues(
-    project_id: UUID, names: Sequence[str]
-) -> tuple[dict[str, QueueDefaults], datetime | None]:
-    """The project's queues among ``names`` by name, and the transaction's now()."""
-    rows = _execute("submit_queues", {"project_id": project_id, "names": list(names)})
-    queues = {row[0]: QueueDefaults(row[1], row[2], row[3]) for row in rows}
-    return queues, rows[0][4] if rows else None
+class SubmitLookup(NamedTuple):
+    """What a submission reads before it writes (submit_queues.sql)."""
+
+    # The project's queues among the names asked for, by name.
+    queues: dict[str, QueueDefaults]
+    # The transaction's now(); None when no queue was found.
+    now: datetime | None
+    # Jobs of the project that already have one of the idempotency keys: {key: (id, state)}.
+    existing: dict[str, tuple[UUID, str]]
+
+
+def submit_queues(project_id: UUID, names: Sequence[str], keys: Sequence[str] = ()) -> SubmitLookup:
+    """The project's queues among ``names`` by name, the transaction's now(), and the project's
+    jobs that already use one of the idempotency ``keys``: one round trip."""
+    params = {"project_id": project_id, "names": list(names), "keys": list(keys)}
+    queues: dict[str, QueueDefaults] = {}
+    existing: dict[str, tuple[UUID, str]] = {}
+    now = None
+    for kind, name, row_id, max_attempts, timeout_seconds, state, at in _execute(
+        "submit_queues", params
+    ):
+        if kind == "queue":
+            queues[name] = QueueDefaults(row_id, max_attempts, timeout_seconds)
+            now = at
+        else:
+            existing[name] = (row_id, state)
+    return SubmitLookup(queues, now, existing)
 
 
 def lock_parents(project_id: UUID, job_ids: Sequence[UUID]) -> dict[UUID, str]:
     """Lock the project's jobs among ``job_ids`` FOR SHARE; return {id: state}."""
     rows = _execute("lock_parents", {"project_id": project_id, "ids": list(job_ids)})
     return {job_id: state for job_id, state in rows}
-
-
-def pending_available(queue_ids: Sequence[UUID], *, cap: int) -> dict[UUID, int]:
-    """Pending jobs per queue, each count stopping at ``cap``."""
-    rows = _execute("pending_available", {"queue_ids": list(queue_ids), "cap": cap})
-    return {queue_id: int(count) for queue_id, count in rows}
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,40 +183,13 @@ class RateBucket:
 
 def lock_rate_limits(queue_ids: Sequence[UUID]) -> dict[UUID, RateBucket]:
     """Lock the rate-limited queues among ``queue_ids`` until the end of the transaction;
-    return their buckets. Pass them to claim_jobs() in the same transaction, which spends them.
+    return their buckets. Pass them to the claim in the same transaction
+    (workers/sql/claim_for_worker.sql), which spends them.
     """
     if not queue_ids:
         return {}
     rows = _execute("lock_rate_limits", {"queue_ids": list(queue_ids)})
     return {queue_id: RateBucket(rate, tokens, as_of) for queue_id, rate, tokens, as_of in rows}
-
-
-def claim_jobs(
-    slots: Sequence[Slot],
-    *,
-    lease_seconds: int,
-    buckets: Mapping[UUID, RateBucket] | None = None,
-) -> list[tuple[UUID, UUID, UUID]]:
-    """Claim jobs into the slots; return (job id, worker id, queue id) for each job claimed.
-
-    ``buckets``, from lock_rate_limits() in this transaction, are spent by the jobs claimed;
-    the caller keeps each rate-limited queue's slots within its bucket's ``allowed``.
-    """
-    if not slots:
-        return []
-    buckets = buckets or {}
-    params = {
-        "worker_ids": [s.worker_id for s in slots],
-        "queue_ids": [s.queue_id for s in slots],
-        "slots": [s.number for s in slots],
-        "lease_seconds": lease_seconds,
-        "rate_queue_ids": list(buckets),
-        "rate_tokens": [b.tokens for b in buckets.values()],
-        "rate_as_of": [b.as_of for b in buckets.values()],
-    }
-    # The statement also NOTIFYs each worker's channel (worker_channel()).
-    rows = _execute("claim_jobs", params)
-    return [(job_id, worker_id, queue_id) for job_id, worker_id, queue_id, _ in rows]
 
 
 def schedule_clock() -> datetime:
@@ -204,8 +199,9 @@ def schedule_clock() -> datetime:
 
 
 def promote_due(*, limit: int) -> int:
-    """Move due scheduled jobs to pending; return how many moved."""
-    return _rowcount("promote_due", {"limit": limit})
+    """Move due scheduled jobs to pending and wake their queues' long-polls; return how many
+    moved."""
+    return sum(int(n) for _, n, _ in _execute("promote_due", {"limit": limit}))
 
 
 # Outcome.state of a result not applied because another transaction holds the job's row: it
@@ -362,26 +358,6 @@ class AssignedJob:
     timeout_seconds: int
 
 
-def fetch_assigned(worker_id: UUID, *, limit: int, ack_seconds: int) -> list[AssignedJob]:
-    """Deliver up to ``limit`` jobs assigned to the worker and not fetched yet; their lease
-    is ``ack_seconds`` at most until a heartbeat names them (see fetch_assigned.sql)."""
-    params = {"worker_id": worker_id, "limit": limit, "ack_seconds": ack_seconds}
-    rows = _execute("fetch_assigned", params)
-    return [
-        AssignedJob(
-            id=row[0],
-            job_type=row[1],
-            # Django registers a text loader for jsonb; decode here, once.
-            payload=json.loads(row[2]) if isinstance(row[2], str) else row[2],
-            attempt=row[3],
-            lease_token=row[4],
-            lease_expires_at=row[5],
-            timeout_seconds=row[6],
-        )
-        for row in rows
-    ]
-
-
 def extend_leases(worker_id: UUID, job_ids: Sequence[UUID], *, lease_seconds: int) -> int:
     """Push back the leases of the worker's jobs among ``job_ids`` (which acknowledges their
     delivery); rows another transaction holds are skipped. Return how many changed."""
@@ -466,6 +442,12 @@ def notify(channels: Sequence[str]) -> None:
     """NOTIFY each channel once, at commit of the current transaction."""
     if channels:
         _execute("notify", {"channels": sorted(set(channels))})
+
+
+def notify_ready(queue_ids: Sequence[UUID]) -> None:
+    """Wake the long-polls of the workers serving these queues, at commit: jobs are pending."""
+    if queue_ids:
+        _execute("notify_ready", {"queue_ids": sorted(set(queue_ids))})
 
 
 # Advisory lock key for the maintenance step ("TFMAINT" as an integer).
@@ -673,3 +655,195 @@ def running_per_organization(caps: Mapping[UUID, int]) -> dict[UUID, int]:
         return {}
     params = {"organization_ids": list(caps), "caps": list(caps.values())}
     return {org: int(n) for org, n in _execute("running_per_organization", params)}
+
+
+# --- Submission's fast paths (jobs/services/submit.py) ----------------------------------------
+
+# COPY's text format: a backslash starts an escape, a tab ends a field, a newline a row.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_NULL = "\\N"
+
+
+def _copy_field(value: str) -> str:
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(_COPY_ESCAPES)
+    return value
+
+
+def _array_literal(items: Sequence[str]) -> str:
+    """A text[] literal, every element quoted (so commas, braces and NULL read as text)."""
+    quoted = ('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items)
+    return "{" + ",".join(quoted) + "}"
+
+
+def copy_text(rows: Sequence[JobRow]) -> bytes:
+    """``rows`` in COPY's text format, for insert_jobs.sql.
+
+    Built here rather than with psycopg's write_row, which looks up a dumper for each of the
+    25 values of every row (twice the CPU). Most values of a batch are the same objects in
+    every row (the tenant, the queue, the batch, the transaction's now()), so runs of columns
+    are formatted once per distinct combination, found again by the identities of their values
+    (every value is held by ``rows`` meanwhile, so no identity is reused). Timestamps are ISO
+    8601 with their offset, which PostgreSQL reads the same whatever the session's DateStyle.
+    """
+    runs: dict[tuple[int, ...], str] = {}
+
+    def run(*values: Any) -> str:
+        key = tuple(map(id, values))
+        found = runs.get(key)
+        if found is None:
+            found = runs[key] = "\t".join(map(_copy_value, values))
+        return found
+
+    lines = [
+        "\t".join(
+            (
+                str(row.id),
+                run(row.organization_id, row.project_id, row.queue_id),
+                _copy_field(row.job_type),
+                _copy_field(row.payload),
+                run(
+                    row.state,
+                    row.priority,
+                    row.run_at,
+                    row.attempts,
+                    row.max_attempts,
+                    row.timeout_seconds,
+                ),
+                _COPY_NULL if row.idempotency_key is None else _copy_field(row.idempotency_key),
+                _copy_field(_array_literal(row.tags)) if row.tags else "{}",
+                _COPY_NULL if row.result is None else _copy_field(row.result),
+                run(
+                    row.last_error,
+                    row.worker_id,
+                    row.lease_token,
+                    row.lease_expires_at,
+                    row.delivered_at,
+                    row.pending_parents,
+                    row.batch_id,
+                    row.created_at,
+                    row.started_at,
+                    row.finished_at,
+                ),
+            )
+        )
+        for row in rows
+    ]
+    lines.append("")
+    return "\n".join(lines).encode()
+
+
+def _copy_value(value: Any) -> str:
+    if value is None:
+        return _COPY_NULL
+    if isinstance(value, str):
+        return _copy_field(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)  # UUID, int
+
+
+class SubmittedRow(NamedTuple):
+    """One row of submit_job.sql: the outcome and, for 'existing', the whole job (payload and
+    result as JSON text); for 'created', only what the statement decided."""
+
+    outcome: str
+    id: UUID | None
+    queue_name: str | None
+    job_type: str | None
+    payload: str | None
+    state: str | None
+    priority: int | None
+    run_at: datetime | None
+    attempts: int | None
+    max_attempts: int | None
+    timeout_seconds: int | None
+    idempotency_key: str | None
+    tags: list[str] | None
+    result: str | None
+    last_error: str | None
+    worker_id: UUID | None
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    batch_id: UUID | None
+    notified: int
+
+
+def submit_job(
+    *,
+    id: UUID,
+    organization_id: UUID,
+    project_id: UUID,
+    queue: str,
+    job_type: str,
+    payload: str,
+    priority: int,
+    max_attempts: int | None,
+    timeout_seconds: int | None,
+    idempotency_key: str | None,
+    tags: Sequence[str],
+    run_at: datetime | None,
+    delay_seconds: float | None,
+) -> SubmittedRow | None:
+    """Submit one job without parents in one statement (submit_job.sql, whose comment lists
+    the outcomes); None when a concurrent submit of the same key committed first: run it
+    again. Wakes the queue's waiters (at commit) when the job is pending.
+
+    Numbers, times and tags go as text (the statement casts them), and so does None: psycopg
+    keys a prepared statement by its parameters' types, so one set of types for every job
+    keeps one prepared statement per connection (an int is an int2 or an int4 by its size,
+    None has no type at all)."""
+    rows = _execute_prepared(
+        "submit_job",
+        {
+            "id": id,
+            "organization_id": organization_id,
+            "project_id": project_id,
+            "queue": queue,
+            "job_type": job_type,
+            "payload": payload,
+            "priority": str(priority),
+            "max_attempts": _text(max_attempts),
+            "timeout_seconds": _text(timeout_seconds),
+            "idempotency_key": idempotency_key,
+            "tags": _array_literal(tags),
+            "run_at": None if run_at is None else run_at.isoformat(),
+            "delay_seconds": _text(delay_seconds),
+        },
+    )
+    return SubmittedRow(*rows[0]) if rows else None
+
+
+def _text(value: float | None) -> str | None:
+    return None if value is None else str(value)  # a float's str() reads back exactly
+
+
+# Django turns psycopg's preparing off (prepare_threshold None) unless the database OPTIONS
+# say otherwise, and then psycopg ignores prepare=True. The single submit prepares its
+# statement anyway: planning its CTEs costs more than running them (0.3 ms of 0.5).
+_PREPARE_WHEN_ASKED = 2**31 - 1  # a count no statement reaches: only prepare=True prepares
+
+
+@cache
+def _without_comments(name: str) -> str:
+    """The statement without its comment lines: psycopg caches the parsing of statements up
+    to 4 KB only, and the comments made submit_job.sql longer than that."""
+    lines = _SQL.text(name).splitlines()
+    return "\n".join(line for line in lines if not line.lstrip().startswith("--"))
+
+
+def _execute_prepared(name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """_execute, with the statement kept prepared on this connection (unless
+    TASKFORGE_PREPARED_STATEMENTS is off, for poolers that cannot keep them)."""
+    prepare = bool(settings.TASKFORGE_PREPARED_STATEMENTS)
+    with connection.wrap_database_errors, _SQL.cursor() as cursor:
+        conn = cursor.connection
+        saved = conn.prepare_threshold
+        if saved is None and prepare:
+            conn.prepare_threshold = _PREPARE_WHEN_ASKED
+        try:
+            cursor.execute(_without_comments(name), params, prepare=prepare)
+        finally:
+            conn.prepare_threshold = saved
+        return cursor.fetchall()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
@@ -12,6 +15,7 @@ from rest_framework import serializers
 from jobs import limits
 from jobs.models import ExecutionLog, Job, JobDependency, JobExecution, JobState, ParentFailure
 from jobs.services import listing
+from jobs.services.submit import Submitted, SubmittedJob
 from jobs.specs import JobSpec, check_batch_size
 from taskforge.lib.serializers import BoundedListField, StrictSerializer
 
@@ -368,3 +372,315 @@ def job_data(job: Job, queue_name: str) -> dict[str, Any]:
         "finished_at": _iso(job.finished_at),
         "batch_id": str(job.batch_id) if job.batch_id else None,
     }
+
+
+# --- The submit endpoints' fast paths ---------------------------------------------------------
+#
+# POST /jobs and POST /jobs/batch validate with the functions below, not with the serializers
+# above: DRF's fields cost about 40 µs per job, a batch of 1,000 spent 40 ms on them. The
+# serializers stay the definition (the OpenAPI schema is generated from them) and the referee:
+# the fast path takes a value only in the plain form the JSON parser hands over (a str where a
+# string is due, an int where an integer is due…) and checks it exactly as the field would, and
+# anything else, valid or not (an integer sent as "5", a missing field, an unknown one…), sends
+# the whole body through the serializer. So every accepted body becomes the same JobSpec as
+# before and every refused body gets the same error, message, field names and index as before
+# (tests/api/test_submit_validation_parity.py compares the two on a corpus of bodies).
+
+
+class _NotPlain(Exception):
+    """The fast path gives the body to the serializers."""
+
+
+def _plain_text(value: Any, max_length: int) -> str:
+    """A CharField (trimmed, not blank) for a str: NUL and lone surrogates are refused."""
+    if type(value) is not str:
+        raise _NotPlain
+    value = value.strip()
+    if not value or len(value) > max_length or "\x00" in value:
+        raise _NotPlain
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise _NotPlain from None
+    return value
+
+
+def _plain_optional_text(value: Any, max_length: int) -> str | None:
+    return None if value is None else _plain_text(value, max_length)
+
+
+def _plain_int(value: Any, low: int, high: int) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise _NotPlain
+    return value
+
+
+def _plain_optional_int(value: Any, low: int, high: int) -> int | None:
+    return None if value is None else _plain_int(value, low, high)
+
+
+def _plain_texts(value: Any, max_items: int, max_length: int) -> list[str]:
+    if type(value) is not list or len(value) > max_items:
+        raise _NotPlain
+    return [_plain_text(item, max_length) for item in value]
+
+
+def _plain_uuids(value: Any) -> list[UUID]:
+    if type(value) is not list or len(value) > limits.PARENT_LIST_PARSE_CAP:
+        raise _NotPlain
+    try:
+        return [UUID(item) if type(item) is str else _not_plain() for item in value]
+    except ValueError:
+        raise _NotPlain from None
+
+
+def _not_plain() -> Any:
+    raise _NotPlain
+
+
+def _plain_delay(value: Any) -> float | None:
+    if value is None:
+        return None
+    if type(value) is not int and type(value) is not float:
+        raise _NotPlain
+    try:
+        delay = float(value)
+    except OverflowError:
+        raise _NotPlain from None
+    if not math.isfinite(delay) or not 0 <= delay <= limits.DELAY_SECONDS_MAX:
+        raise _NotPlain
+    return delay
+
+
+_RUN_AT = AwareDateTimeField(required=False, allow_null=True, default=None)
+
+
+def _plain_run_at(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed: datetime = _RUN_AT.run_validation(value)
+    except serializers.ValidationError:
+        raise _NotPlain from None
+    return parsed
+
+
+def _plain_payload(value: Any) -> Any:
+    if value is None:  # "may not be null"
+        raise _NotPlain
+    return value
+
+
+def _plain_on_parent_failure(value: Any) -> str:
+    if type(value) is not str or value not in _PARENT_FAILURES:
+        raise _NotPlain
+    return value
+
+
+_PARENT_FAILURES = frozenset(ParentFailure.values)
+# Each field's check, for a value present in the body.
+_PLAIN: dict[str, Any] = {
+    "queue": lambda v: _plain_text(v, limits.QUEUE_NAME_MAX_LENGTH),
+    "job_type": lambda v: _plain_text(v, limits.JOB_TYPE_MAX_LENGTH),
+    "payload": _plain_payload,
+    "priority": lambda v: _plain_int(v, limits.PRIORITY_MIN, limits.PRIORITY_MAX),
+    "max_attempts": lambda v: _plain_optional_int(
+        v, limits.MAX_ATTEMPTS_MIN, limits.MAX_ATTEMPTS_MAX
+    ),
+    "timeout_seconds": lambda v: _plain_optional_int(
+        v, limits.TIMEOUT_SECONDS_MIN, limits.TIMEOUT_SECONDS_MAX
+    ),
+    "tags": lambda v: _plain_texts(v, limits.MAX_TAGS, limits.TAG_MAX_LENGTH),
+    "run_at": _plain_run_at,
+    "delay_seconds": _plain_delay,
+    "idempotency_key": lambda v: _plain_optional_text(v, limits.IDEMPOTENCY_KEY_MAX_LENGTH),
+    "depends_on": _plain_uuids,
+    "on_parent_failure": _plain_on_parent_failure,
+    "ref": lambda v: _plain_optional_text(v, limits.REF_MAX_LENGTH),
+    "depends_on_refs": lambda v: _plain_texts(
+        v, limits.PARENT_LIST_PARSE_CAP, limits.REF_MAX_LENGTH
+    ),
+}
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """The fields of one serializer, and the list fields whose default is a new empty list
+    (the other defaults are JobSpec's own, the same as the serializer's)."""
+
+    fields: frozenset[str]
+    empty_lists: tuple[str, ...]
+
+
+_CALLBACK = _Shape(  # CallbackSpecSerializer
+    frozenset(
+        {"queue", "job_type", "payload", "priority", "max_attempts", "timeout_seconds", "tags"}
+    ),
+    ("tags",),
+)
+_SUBMIT = _Shape(  # JobSubmitSerializer
+    _CALLBACK.fields
+    | {"run_at", "delay_seconds", "idempotency_key", "depends_on", "on_parent_failure"},
+    ("tags", "depends_on"),
+)
+_BATCH_ITEM = _Shape(  # BatchItemSerializer
+    _SUBMIT.fields | {"ref", "depends_on_refs"}, ("tags", "depends_on", "depends_on_refs")
+)
+_FIELDS_OF_A_BATCH = frozenset({"jobs", "on_complete", "on_success"})
+
+
+def _plain_spec(data: Any, shape: _Shape) -> JobSpec:
+    """A job as the serializer of ``shape`` would validate it, when every value is plain;
+    else _NotPlain."""
+    if type(data) is not dict or "queue" not in data or "job_type" not in data:
+        raise _NotPlain
+    values: dict[str, Any] = {name: [] for name in shape.empty_lists}
+    fields = shape.fields
+    for name, value in data.items():
+        if name not in fields:
+            raise _NotPlain
+        values[name] = _PLAIN[name](value)
+    if values.get("run_at") is not None and values.get("delay_seconds") is not None:
+        raise _NotPlain  # "give run_at or delay_seconds, not both"
+    return JobSpec(**values)
+
+
+def plain_submit(data: Any) -> JobSpec | None:
+    """The JobSpec of a POST /jobs body whose values are all plain, else None."""
+    try:
+        return _plain_spec(data, _SUBMIT)
+    except _NotPlain:
+        return None
+
+
+def plain_batch(data: Any) -> tuple[list[JobSpec], dict[str, JobSpec | None]] | None:
+    """The specs and callbacks of a POST /jobs/batch body whose values are all plain (its size
+    not checked), else None."""
+    try:
+        return _plain_batch(data)
+    except _NotPlain:
+        return None
+
+
+def submit_input(data: Any) -> JobSpec:
+    """The JobSpec of a POST /jobs body, or the serializer's ValidationError."""
+    spec = plain_submit(data)
+    if spec is not None:
+        return spec
+    serializer = JobSubmitSerializer(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.to_spec()
+
+
+def batch_input(data: Any) -> tuple[list[JobSpec], dict[str, JobSpec | None]]:
+    """The specs and callbacks (on_complete, on_success) of a POST /jobs/batch body, or the
+    error the serializer gives (the batch's size is checked first, before any item)."""
+    if isinstance(data, dict) and isinstance(data.get("jobs"), list):
+        check_batch_size(len(data["jobs"]))
+    plain = plain_batch(data)
+    if plain is not None:
+        return plain
+    serializer = BatchSubmitSerializer(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.to_specs(), serializer.to_callbacks()
+
+
+def _plain_batch(data: Any) -> tuple[list[JobSpec], dict[str, JobSpec | None]]:
+    if type(data) is not dict or not data.keys() <= _FIELDS_OF_A_BATCH:
+        raise _NotPlain
+    items = data.get("jobs")
+    if type(items) is not list or not items:
+        raise _NotPlain
+    specs = [_plain_spec(item, _BATCH_ITEM) for item in items]
+    callbacks = {}
+    for name in ("on_complete", "on_success"):
+        callback = data.get(name)
+        callbacks[name] = None if callback is None else _plain_spec(callback, _CALLBACK)
+    return specs, callbacks
+
+
+def submitted_job_data(job: SubmittedJob) -> dict[str, Any]:
+    """JobSerializer's output for a job of services.submit_one (tests/api keep them equal)."""
+    return {
+        "id": str(job.id),
+        "queue": job.queue,
+        "job_type": job.job_type,
+        "payload": job.payload,
+        "state": job.state,
+        "priority": job.priority,
+        "run_at": _iso(job.run_at),
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "timeout_seconds": job.timeout_seconds,
+        "idempotency_key": job.idempotency_key,
+        "tags": job.tags,
+        "result": job.result,
+        "last_error": job.last_error,
+        "worker": str(job.worker_id) if job.worker_id else None,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "batch_id": str(job.batch_id) if job.batch_id else None,
+    }
+
+
+def submitted_jobs_data(submitted: Submitted) -> list[dict[str, Any]]:
+    """JobSerializer's output for every job of a submission, in its order, built from the rows
+    the submission wrote (the new jobs) and read (the jobs idempotent repeats return)."""
+    repeated = submitted.repeated()
+    names = submitted.queue_names
+    # A batch's new jobs share their queue, timestamps and batch (the same objects): format
+    # each once, found again by identity (``rows`` holds them all meanwhile).
+    queue_names = _ByIdentity(names.__getitem__)
+    times = _ByIdentity(_iso)
+    batches = _ByIdentity(str)
+
+    out = []
+    for job_id, row, payload in zip(
+        submitted.ids, submitted.new_rows, submitted.payloads, strict=True
+    ):
+        if row is None:
+            job, queue_name = repeated[job_id]
+            out.append(job_data(job, queue_name))
+            continue
+        out.append(
+            {
+                "id": str(job_id),
+                "queue": queue_names(row.queue_id),
+                "job_type": row.job_type,
+                "payload": payload,
+                "state": row.state,
+                "priority": row.priority,
+                "run_at": times(row.run_at),
+                "attempts": row.attempts,
+                "max_attempts": row.max_attempts,
+                "timeout_seconds": row.timeout_seconds,
+                "idempotency_key": row.idempotency_key,
+                "tags": list(row.tags),
+                "result": None,
+                "last_error": row.last_error,
+                "worker": None,
+                "created_at": times(row.created_at),
+                "started_at": None,
+                "finished_at": times(row.finished_at),
+                "batch_id": batches(row.batch_id),
+            }
+        )
+    return out
+
+
+class _ByIdentity:
+    """``format_(value)``, remembered by the identity of ``value`` (None stays None)."""
+
+    def __init__(self, format_: Any) -> None:
+        self._format = format_
+        self._seen: dict[int, Any] = {id(None): None}
+
+    def __call__(self, value: Any) -> Any:
+        key = id(value)
+        try:
+            return self._seen[key]
+        except KeyError:
+            found = self._seen[key] = self._format(value)
+            return found

@@ -27,6 +27,8 @@ BATCH_SUMMARY_KEY = "batch"
 CALLBACK_FIELDS = (
     "queue", "job_type", "payload", "priority", "max_attempts", "timeout_seconds", "tags",
 )  # fmt: skip
+# ParentFailure.values builds a new list on every use; a batch checks it a thousand times.
+_PARENT_FAILURES = frozenset(ParentFailure.values)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,7 +129,7 @@ def validate_spec(index: int | None, spec: JobSpec) -> str:
         _check_text(index, "tags", tag, max_length=limits.TAG_MAX_LENGTH)
     if spec.ref is not None:
         _check_text(index, "ref", spec.ref, max_length=limits.REF_MAX_LENGTH)
-    if spec.on_parent_failure not in ParentFailure.values:
+    if spec.on_parent_failure not in _PARENT_FAILURES:
         raise _fail(index, "on_parent_failure", f"must be one of {ParentFailure.values}")
     # A parent named twice would count twice in pending_parents but make one edge: the child
     # would wait forever for a second success.

@@ -54,6 +54,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Before any query: spares Django's SELECT 1 health check on idle connections the server
+    # has not dropped (taskforge/lib/dbhealth.py).
+    "taskforge.lib.dbhealth.IdleConnectionCheck",
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -1,13 +1,19 @@
 """Submitting jobs: one job, a batch (all or nothing, with refs between its jobs and
 callbacks), and the engine's own producers (schedule runs, batch callbacks).
 
-Validation happens first, in jobs/specs.py; the rows go in with one statement
-(jobs/queries.insert_jobs: INSERT for one job, COPY for many).
+Validation happens first, in jobs/specs.py. A job without parents (most single submits) then
+takes one statement in autocommit (queries.submit_job: resolve the queue, insert, NOTIFY, or
+find the job of a repeated idempotency key): one round trip. Everything else (parents, refs,
+batches) takes one transaction: one read of the queues and the jobs already holding the
+idempotency keys (queries.submit_queues), then the rows (jobs/queries.insert_jobs: INSERT for
+one job, COPY for many) and one NOTIFY per queue that got pending jobs.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -28,6 +34,7 @@ from jobs.specs import (
     validate_callback,
     validate_spec,
 )
+from queues.models import Queue
 from taskforge.lib.errors import ValidationFailed, field_error
 from taskforge.lib.ids import uuid7
 
@@ -39,7 +46,9 @@ class Submitted:
 
     ``created[i]`` is False for an idempotent repeat. ``jobs`` builds model instances on
     first use: for a large batch that costs more than the insert, and not every caller needs
-    them (``rows`` has every column already).
+    them. ``new_rows[i]`` has every column of the i-th job when it is new (None for a repeat),
+    ``payloads[i]`` its payload as given; ``queue_names`` the names of the queues the submission
+    named, by id; ``repeated()`` reads the jobs that idempotent repeats return.
     """
 
     def __init__(
@@ -48,37 +57,182 @@ class Submitted:
         ids: list[UUID],
         created: list[bool],
         batch_id: UUID | None,
-        rows: dict[UUID, queries.JobRow],
-        payloads: dict[UUID, Any],
+        new_rows: list[queries.JobRow | None],
+        payloads: list[Any],
         project: Project,
+        queue_names: dict[UUID, str] | None = None,
     ) -> None:
         self.ids = ids
         self.created = created
         self.batch_id = batch_id
-        self.rows = rows
-        self._payloads = payloads
+        self.new_rows = new_rows
+        self.payloads = payloads
+        self.queue_names = queue_names or {}
         self._project = project
         self._jobs: list[Job] | None = None
 
     @property
+    def rows(self) -> dict[UUID, queries.JobRow]:
+        """The new jobs' rows by id."""
+        return {row.id: row for row in self.new_rows if row is not None}
+
+    @property
     def jobs(self) -> list[Job]:
         if self._jobs is None:
-            built = {}
-            for job_id, row in self.rows.items():
-                job = Job.from_db("default", queries.JOB_COLUMNS, row)
-                job.payload = self._payloads[job_id]
-                built[job_id] = job
+            built: dict[UUID, Job] = {}
+            for row, payload in zip(self.new_rows, self.payloads, strict=True):
+                if row is not None:
+                    job = Job.from_db("default", queries.JOB_COLUMNS, row)
+                    job.payload = payload
+                    built[row.id] = job
             missing = [job_id for job_id in self.ids if job_id not in built]
             if missing:  # idempotent repeats: read the existing jobs
                 built.update(Job.objects.for_project(self._project).in_bulk(missing))
             self._jobs = [built[job_id] for job_id in self.ids]
         return self._jobs
 
+    def repeated(self) -> dict[UUID, tuple[Job, str]]:
+        """The existing jobs that idempotent repeats return, with their queues' names (such a
+        job may sit in a queue the submission did not name)."""
+        wanted = [
+            job_id for job_id, row in zip(self.ids, self.new_rows, strict=True) if row is None
+        ]
+        if not wanted:
+            return {}
+        found = Job.objects.for_project(self._project).in_bulk(wanted)
+        names = dict(self.queue_names)
+        other = {job.queue_id for job in found.values()} - set(names)
+        if other:
+            names.update(
+                Queue.objects.for_project(self._project)
+                .filter(pk__in=other)
+                .values_list("pk", "name")
+            )
+        return {job_id: (job, names[job.queue_id]) for job_id, job in found.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class SubmittedJob:
+    """One job as a submission without parents left it (submit_one): what the API shows.
+
+    ``created`` is False for an idempotent repeat, which returns the existing job whole (its
+    payload, state and queue, which may differ from the request's).
+    """
+
+    created: bool
+    id: UUID
+    queue: str
+    job_type: str
+    payload: Any
+    state: str
+    priority: int
+    run_at: datetime
+    attempts: int
+    max_attempts: int
+    timeout_seconds: int
+    idempotency_key: str | None
+    tags: list[str]
+    result: Any
+    last_error: str
+    worker_id: UUID | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    batch_id: UUID | None
+
 
 def submit_job(project: Project, spec: JobSpec) -> tuple[Job, bool]:
     """Submit one job; return it and whether it was created (False: idempotent repeat)."""
+    if without_parents(spec):
+        one = submit_one(project, spec)
+        job = Job.objects.for_project(project).get(pk=one.id)
+        if one.created:
+            job.payload = spec.payload  # as given (the stored jsonb may order keys otherwise)
+        return job, one.created
     submitted = _submit_with_retry(project, [spec], as_batch=False)
     return submitted.jobs[0], submitted.created[0]
+
+
+def without_parents(spec: JobSpec) -> bool:
+    """Whether ``spec`` names no parent: submit_one takes it."""
+    return not spec.depends_on and not spec.depends_on_refs and spec.ref is None
+
+
+def submit_one(project: Project, spec: JobSpec) -> SubmittedJob:
+    """Submit one job without parents (``without_parents``) in one statement: in autocommit
+    when the caller has no transaction open, so one round trip (queries.submit_job)."""
+    if not without_parents(spec):
+        raise ValueError("submit_one takes a job without parents; use submit_job")
+    payload = validate_spec(None, spec)
+    job_id = uuid7()
+    for _ in range(_IDEMPOTENCY_RETRIES + 1):
+        row = queries.submit_job(
+            id=job_id,
+            organization_id=project.organization_id,
+            project_id=project.pk,
+            queue=spec.queue,
+            job_type=spec.job_type,
+            payload=payload,
+            priority=spec.priority,
+            max_attempts=spec.max_attempts,
+            timeout_seconds=spec.timeout_seconds,
+            idempotency_key=spec.idempotency_key,
+            tags=spec.tags,
+            run_at=spec.run_at,
+            delay_seconds=spec.delay_seconds,
+        )
+        if row is not None:
+            break
+    else:
+        raise IdempotencyRace()
+    if row.outcome == "no_queue":
+        raise field_error("queue", f"no queue named {spec.queue!r}")
+    if row.outcome == "created":
+        return SubmittedJob(
+            created=True,
+            id=job_id,
+            queue=spec.queue,
+            job_type=spec.job_type,
+            payload=spec.payload,
+            state=row.state,  # type: ignore[arg-type]
+            priority=spec.priority,
+            run_at=row.run_at,  # type: ignore[arg-type]
+            attempts=0,
+            max_attempts=row.max_attempts,  # type: ignore[arg-type]
+            timeout_seconds=row.timeout_seconds,  # type: ignore[arg-type]
+            idempotency_key=spec.idempotency_key,
+            tags=list(spec.tags),
+            result=None,
+            last_error="",
+            worker_id=None,
+            created_at=row.created_at,  # type: ignore[arg-type]
+            started_at=None,
+            finished_at=None,
+            batch_id=None,
+        )
+    # 'existing': every column is set (the statement's NULLs are for 'created' only).
+    return SubmittedJob(
+        created=False,
+        id=row.id,  # type: ignore[arg-type]
+        queue=row.queue_name,  # type: ignore[arg-type]
+        job_type=row.job_type,  # type: ignore[arg-type]
+        payload=json.loads(row.payload),  # type: ignore[arg-type]
+        state=row.state,  # type: ignore[arg-type]
+        priority=row.priority,  # type: ignore[arg-type]
+        run_at=row.run_at,  # type: ignore[arg-type]
+        attempts=row.attempts,  # type: ignore[arg-type]
+        max_attempts=row.max_attempts,  # type: ignore[arg-type]
+        timeout_seconds=row.timeout_seconds,  # type: ignore[arg-type]
+        idempotency_key=row.idempotency_key,
+        tags=list(row.tags or ()),
+        result=None if row.result is None else json.loads(row.result),
+        last_error=row.last_error,  # type: ignore[arg-type]
+        worker_id=row.worker_id,
+        created_at=row.created_at,  # type: ignore[arg-type]
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        batch_id=row.batch_id,
+    )
 
 
 def submit_jobs(
@@ -126,16 +280,31 @@ def _submit_with_retry(
     payloads = [validate_spec(None if not as_batch else i, s) for i, s in enumerate(specs)]
     check_graph_size(specs)
     by_ref = check_refs(specs)
-    for attempt in range(_IDEMPOTENCY_RETRIES + 1):
+    # The first try does not look the idempotency keys up: almost every key is new, and the
+    # unique index checks each one as the rows go in anyway (a lookup of 1,000 keys cost 4 ms
+    # of the database's time). A key used before makes the insert fail; the next try looks
+    # the keys up, and so do the retries of a race with a concurrent submit.
+    look_up_keys = False
+    races = 0
+    while True:
         try:
             with transaction.atomic(durable=True):
                 return _submit(
-                    project, specs, payloads, by_ref, as_batch=as_batch, callbacks=callbacks
+                    project,
+                    specs,
+                    payloads,
+                    by_ref,
+                    as_batch=as_batch,
+                    callbacks=callbacks,
+                    look_up_keys=look_up_keys,
                 )
         except IdempotencyRace:
-            if attempt == _IDEMPOTENCY_RETRIES:
+            if not look_up_keys:
+                look_up_keys = True
+                continue
+            races += 1
+            if races > _IDEMPOTENCY_RETRIES:
                 raise
-    raise AssertionError("unreachable")
 
 
 def _submit(
@@ -146,10 +315,12 @@ def _submit(
     *,
     as_batch: bool,
     callbacks: Mapping[str, JobSpec] | None = None,
+    look_up_keys: bool = True,
 ) -> Submitted:
     callbacks = callbacks or {}
-    queues, now = _resolve_queues(project, specs, as_batch=as_batch, callbacks=callbacks)
-    existing = _existing_by_key(project, specs)
+    queues, now, existing = _look_up(
+        project, specs, as_batch=as_batch, callbacks=callbacks, look_up_keys=look_up_keys
+    )
     parent_states = _lock_parents(project, specs, as_batch=as_batch)
     repeats = {i for i, s in enumerate(specs) if s.idempotency_key in existing}
     batch = None
@@ -184,10 +355,11 @@ def _submit(
     return Submitted(
         ids=ids,
         created=[i not in repeats for i in range(len(specs))],
-        batch_id=batch.pk if batch else _existing_batch_id(project, ids),
-        rows={row.id: row for row in rows.values()},
-        payloads={ids[i]: specs[i].payload for i in rows},
+        batch_id=batch.pk if batch else _existing_batch_id(project, ids) if as_batch else None,
+        new_rows=[rows.get(i) for i in range(len(specs))],
+        payloads=[spec.payload for spec in specs],
         project=project,
+        queue_names={defaults.id: name for name, defaults in queues.items()},
     )
 
 
@@ -201,17 +373,23 @@ def _existing_batch_id(project: Project, ids: list[UUID]) -> UUID | None:
     )
 
 
-def _resolve_queues(
+def _look_up(
     project: Project,
     specs: Sequence[JobSpec],
     *,
     as_batch: bool,
     callbacks: Mapping[str, JobSpec],
-) -> tuple[dict[str, queries.QueueDefaults], datetime]:
-    """The specs' queues by name, and the transaction's now(), in one round trip (the batch
-    callbacks' queues are checked in the same one)."""
+    look_up_keys: bool,
+) -> tuple[dict[str, queries.QueueDefaults], datetime, dict[str, tuple[UUID, str]]]:
+    """The specs' queues by name (the batch callbacks' are checked too), the transaction's
+    now(), and (``look_up_keys``) the jobs already submitted with the specs' idempotency keys,
+    {key: (id, state)}: one round trip. Errors in the order they were always checked: unknown
+    queues first, then a key named twice."""
     names = {s.queue for s in specs} | {s.queue for s in callbacks.values()}
-    queues, now = queries.submit_queues(project.pk, sorted(names))
+    keys = [s.idempotency_key for s in specs if s.idempotency_key is not None]
+    queues, now, existing = queries.submit_queues(
+        project.pk, sorted(names), keys if look_up_keys else ()
+    )
     for index, spec in enumerate(specs):
         if spec.queue not in queues:
             raise field_error(
@@ -223,22 +401,12 @@ def _resolve_queues(
                 f"{name}.queue: no queue named {spec.queue!r}", details={"field": f"{name}.queue"}
             )
     assert now is not None  # at least one queue was found
-    return queues, now
-
-
-def _existing_by_key(project: Project, specs: Sequence[JobSpec]) -> dict[str, tuple[UUID, str]]:
-    """Jobs already submitted with the specs' idempotency keys: {key: (id, state)}."""
-    keys = [s.idempotency_key for s in specs if s.idempotency_key is not None]
     if len(keys) != len(set(keys)):
         raise ValidationFailed(
             "jobs: the same idempotency_key appears twice in one batch",
             details={"field": "idempotency_key"},
         )
-    if not keys:
-        return {}
-    rows = Job.objects.for_project(project).filter(idempotency_key__in=keys)
-    found = rows.values_list("idempotency_key", "pk", "state")
-    return {key: (pk, state) for key, pk, state in found if key is not None}
+    return queues, now, existing
 
 
 def _lock_parents(project: Project, specs: Sequence[JobSpec], *, as_batch: bool) -> dict[UUID, str]:
@@ -287,21 +455,30 @@ def _new_rows(
         key = specs[i].idempotency_key
         state_of[i] = existing[key][1] if key else JobState.PENDING
     rows: dict[int, queries.JobRow] = {}
-    for i in topological_order(specs, by_ref):
+    organization_id, project_id = project.organization_id, project.pk
+    batch_id = batch.pk if batch else None
+    # Without refs every order is topological: skip the walk.
+    order = topological_order(specs, by_ref) if by_ref else range(len(specs))
+    for i in order:
         if i in repeats:
             continue
         spec, queue = specs[i], queues[specs[i].queue]
-        states = [parent_states[p] for p in spec.depends_on]
-        states += [state_of[by_ref[ref]] for ref in spec.depends_on_refs]
-        # With on_parent_failure=run a failed parent counts as finished: not waited for.
-        finished: tuple[str, ...] = (JobState.SUCCEEDED,)
         failed = None
-        if spec.on_parent_failure == ParentFailure.RUN:
-            finished += graph.FAILED_STATES
-        else:
-            failed = next((s for s in states if s in graph.FAILED_STATES), None)
-        waiting = sum(1 for s in states if s not in finished)
-        run_at = spec.run_at or now + timedelta(seconds=spec.delay_seconds or 0)
+        waiting = 0
+        if spec.depends_on or spec.depends_on_refs:
+            states = [parent_states[p] for p in spec.depends_on]
+            states += [state_of[by_ref[ref]] for ref in spec.depends_on_refs]
+            # With on_parent_failure=run a failed parent counts as finished: not waited for.
+            finished: tuple[str, ...] = (JobState.SUCCEEDED,)
+            if spec.on_parent_failure == ParentFailure.RUN:
+                finished += graph.FAILED_STATES
+            else:
+                failed = next((s for s in states if s in graph.FAILED_STATES), None)
+            waiting = sum(1 for s in states if s not in finished)
+        # The same datetime object for every job due now: COPY formats it once.
+        run_at = spec.run_at or (
+            now + timedelta(seconds=spec.delay_seconds) if spec.delay_seconds else now
+        )
         if failed:
             state = JobState.CANCELLED
         elif waiting:
@@ -314,8 +491,8 @@ def _new_rows(
         state_of[i] = JobState.CANCELLED if failed else JobState.BLOCKED
         rows[i] = queries.JobRow(
             id=ids[i],
-            organization_id=project.organization_id,
-            project_id=project.pk,
+            organization_id=organization_id,
+            project_id=project_id,
             queue_id=queue.id,
             job_type=spec.job_type,
             payload=payloads[i],
@@ -334,7 +511,7 @@ def _new_rows(
             lease_expires_at=None,
             delivered_at=None,
             pending_parents=waiting,
-            batch_id=batch.pk if batch else None,
+            batch_id=batch_id,
             created_at=now,
             started_at=None,
             finished_at=now if failed else None,

@@ -1,6 +1,8 @@
--- Submit one job: the INSERT and, when the job is ready to run, the NOTIFY that wakes the
--- dispatchers, in one statement: one round trip, where COPY (insert_jobs.sql) takes two and
--- a separate NOTIFY a third. This is the latency path of a single POST /api/v1/jobs.
+-- Insert one job (the general submit path: a job with parents, an engine producer): the
+-- INSERT and, when the job is ready to run, the NOTIFY on taskforge_jobs with its queue's id in
+-- hex (as notify_ready.sql sends it), in one statement: one round trip, where COPY
+-- (insert_jobs.sql) takes two and a separate NOTIFY a third. A single POST /api/v1/jobs without
+-- parents takes submit_job.sql instead.
 -- Columns and concurrency as in insert_jobs.sql: a concurrent submit that committed the same
 -- (project, idempotency_key) first makes this fail with a unique violation, and the caller
 -- retries (services.submit_jobs).
@@ -18,6 +20,8 @@ WITH inserted AS (
         %(lease_expires_at)s, %(delivered_at)s, %(pending_parents)s, %(batch_id)s,
         %(created_at)s, %(started_at)s, %(finished_at)s
     )
-    RETURNING state
+    RETURNING queue_id, state
 )
-SELECT pg_notify('taskforge_jobs', '') FROM inserted WHERE state = 'pending'
+SELECT pg_notify('taskforge_jobs', replace(queue_id::text, '-', ''))
+FROM inserted
+WHERE state = 'pending'

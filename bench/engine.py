@@ -4,12 +4,13 @@
 
 (a) batch submit, jobs/s: submit_jobs in chunks of 1,000 from one process;
 (b) submit -> succeeded, jobs/s: one `rundispatcher` process and 2 simulated worker processes
-    (bench/sim_worker.py: fetch assigned jobs, complete them in one batch) while the jobs are
-    submitted in chunks of 1,000; and the same workers draining a pre-filled backlog;
-(c) enqueue -> assigned latency with an idle dispatcher: 500 single submits 10 ms apart, time
-    from just before submit_job to the NOTIFY on the worker's channel;
-(d) dispatcher tick time with 1,000 vs 100,000 pending jobs, median of 20 ticks that each
-    assign 100 jobs, without table statistics and after ANALYZE.
+    (bench/sim_worker.py: fetch, and so claim, jobs, complete them in one batch) while the
+    jobs are submitted in chunks of 1,000; and the same workers draining a pre-filled backlog;
+(c) enqueue -> claimed latency: 500 single submits 10 ms apart, time from just before
+    submit_job to the end of the claim a waiting worker makes on the submit's NOTIFY;
+(d) claim time with 1,000 vs 100,000 pending jobs: median of 20 fetches (workers.claiming.claim,
+    what the long-poll runs) that each claim 100 jobs, without table statistics and after
+    ANALYZE.
 With --callbacks every batch names an on_complete callback, so (a) and (b) include the
 batch-finish check of each completion.
 See bench/README.md for the figures measured on this machine.
@@ -31,10 +32,11 @@ from bench.common import emit, fresh_database, listen, percentiles, start
 from billing.models import Subscription, Tier
 from jobs import services
 from jobs.models import Job, JobExecution, JobState
-from jobs.queries import worker_channel
+from jobs.queries import DISPATCH_CHANNEL
 from jobs.specs import JobSpec
 from queues.models import Queue
-from workers.dispatcher import Dispatcher
+from workers import claiming
+from workers.models import Worker
 from workers.services import QueueWeight, register_worker
 
 CHUNK = 1000
@@ -149,44 +151,47 @@ def bench_latency(samples: int = 500) -> None:
     worker, _ = register_worker(
         project, name="listener", queues=[QueueWeight("default")], capacity=samples + 10
     )
-    channel = listen(worker_channel(worker.pk))
-    dispatcher = start(["manage.py", "rundispatcher", "--poll-interval", "5"])
+    # The waiting worker: what its long-poll does, in this process (no HTTP): wake on the
+    # NOTIFY about its queue, then claim.
+    channel = listen(DISPATCH_CHANNEL)
     try:
-        time.sleep(2.0)  # idle
         latencies = []
         spec = JobSpec(queue="default", job_type="noop")
         for _ in range(samples):
             started = time.perf_counter()
             services.submit_job(project, spec)
             for _ in channel.notifies(timeout=5, stop_after=1):
+                claimed = claiming.claim(project, worker.pk, limit=1).jobs
+                assert len(claimed) == 1, claimed
                 latencies.append((time.perf_counter() - started) * 1000)
             time.sleep(0.01)
-        emit("engine.enqueue_to_assigned_ms", {"samples": len(latencies), **percentiles(latencies)})
+        emit("engine.enqueue_to_claimed_ms", {"samples": len(latencies), **percentiles(latencies)})
     finally:
-        stop_all([dispatcher])
         channel.close()
 
 
-def tick_times(project: Project, dispatcher: Dispatcher, ticks: int = 20) -> float:
+def claim_times(project: Project, worker: Worker, claims: int = 20) -> float:
     durations = []
-    for _ in range(ticks):
+    for _ in range(claims):
         durations.append(time.perf_counter())
-        assigned = dispatcher.tick().assigned
+        claimed = len(claiming.claim(project, worker.pk, limit=100).jobs)
         durations[-1] = (time.perf_counter() - durations[-1]) * 1000
-        assert assigned == 100, assigned
-        # Put the claimed jobs back (not timed) so every tick sees the same backlog.
+        assert claimed == 100, claimed
+        # Put the claimed jobs back (not timed) so every claim sees the same backlog.
         JobExecution.objects.all_tenants().all().delete()
         Job.objects.all_tenants().filter(state=JobState.PROCESSING).update(
             state=JobState.PENDING,
             worker_id=None,
             lease_token=None,
             lease_expires_at=None,
+            delivered_at=None,
+            started_at=None,
             attempts=0,
         )
     return statistics.median(durations)
 
 
-def bench_tick() -> None:
+def bench_claim() -> None:
     results = {}
     for backlog in (1_000, 100_000):
         fresh_database()
@@ -195,15 +200,16 @@ def bench_tick() -> None:
             cursor.execute("ALTER TABLE jobs_job SET (autovacuum_enabled = false)")
         project = make_project()
         submit_all(project, backlog)
-        register_worker(project, name="ticker", queues=[QueueWeight("default")], capacity=100)
-        dispatcher = Dispatcher(batch_size=1000)
-        no_stats = tick_times(project, dispatcher)
+        worker, _ = register_worker(
+            project, name="claimer", queues=[QueueWeight("default")], capacity=100
+        )
+        no_stats = claim_times(project, worker)
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")
-        analyzed = tick_times(project, dispatcher)
+        analyzed = claim_times(project, worker)
         results[backlog] = (no_stats, analyzed)
     emit(
-        "engine.tick_ms",
+        "engine.claim_ms",
         {
             "pending_1k": {
                 "no_stats": round(results[1_000][0], 2),
@@ -225,7 +231,7 @@ def main() -> None:
     )
     parser.add_argument("--jobs", type=int, default=20_000, help="jobs for (a) and (b)")
     parser.add_argument(
-        "--only", choices=["submit", "throughput", "latency", "tick"], help="run one figure"
+        "--only", choices=["submit", "throughput", "latency", "claim"], help="run one figure"
     )
     parser.add_argument(
         "--callbacks",
@@ -239,7 +245,7 @@ def main() -> None:
         "submit": lambda: bench_submit(args.jobs),
         "throughput": lambda: bench_throughput(args.jobs),
         "latency": bench_latency,
-        "tick": bench_tick,
+        "claim": bench_claim,
     }
     for name, step in steps.items():
         if args.only in (None, name):

@@ -1,7 +1,10 @@
-"""A simulated worker for bench/engine.py: fetch assigned jobs, complete them all in one batch.
+"""A simulated worker for bench/engine.py: fetch (and so claim) jobs, complete them all in one
+batch.
 
-Talks to the engine's services directly (no HTTP), so the engine's own throughput is what is
-measured. Runs until SIGTERM.
+Talks to the engine's services directly (no HTTP): its fetch is workers.claiming.claim, the
+claim the long-poll makes, so the engine's own throughput is what is measured. With nothing to
+claim it waits for a NOTIFY on the jobs channel (a submit or a promotion), at most 0.2 s. Runs
+until SIGTERM.
 """
 
 from __future__ import annotations
@@ -12,10 +15,10 @@ import sys
 import bench  # noqa: F401 - configures Django before the app imports
 from accounts.models import Project
 from bench.common import listen
-from jobs.queries import worker_channel
+from jobs.queries import DISPATCH_CHANNEL
 from jobs.services import ResultItem, report_results
+from workers import claiming
 from workers.models import Worker
-from workers.services import fetch_jobs
 
 stopping = False
 
@@ -29,9 +32,9 @@ def main(worker_id: str, capacity: int) -> None:
     signal.signal(signal.SIGTERM, stop)
     worker = Worker.objects.all_tenants().get(pk=worker_id)
     project = Project.objects.all_tenants().get(pk=worker.project_id)
-    channel = listen(worker_channel(worker.pk))
+    channel = listen(DISPATCH_CHANNEL)
     while not stopping:
-        jobs = fetch_jobs(project, worker, limit=capacity)
+        jobs = claiming.claim(project, worker.pk, limit=capacity).jobs
         if jobs:
             report_results(project, [ResultItem(j.id, j.lease_token, True) for j in jobs])
             continue

@@ -133,7 +133,7 @@ class Job(models.Model):
             ),
         ]
         indexes = [
-            # The claim: exactly the ORDER BY of jobs/sql/claim_jobs.sql, only pending rows, so
+            # The claim: exactly the ORDER BY of workers/sql/claim_for_worker.sql, only pending rows, so
             # its plan does not depend on table statistics and stays small under any backlog.
             models.Index(
                 fields=["queue", "-priority", "run_at", "id"],
@@ -152,6 +152,13 @@ class Job(models.Model):
                 fields=["worker_id"],
                 name="job_worker_processing",
                 condition=Q(state=JobState.PROCESSING),
+            ),
+            # A running job cancelled by an operator stays on its worker's slot (its
+            # lease_expires_at set) until the worker reports it gone: counted busy by the claim.
+            models.Index(
+                fields=["worker_id"],
+                name="job_worker_held_cancelled",
+                condition=Q(state=JobState.CANCELLED, lease_expires_at__isnull=False),
             ),
             # Pending rows are indexed once, in claim order (job_claim_pending). These two
             # leave them out on purpose: without table statistics the planner would otherwise

@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from accounts.audit import SYSTEM, Actor, record_audit
 from accounts.models import Project
 from queues.models import Queue
+from taskforge.lib import channels
 from taskforge.lib.errors import Conflict, NotFound, ValidationFailed
 
 # ASCII only, no "/", and never "." or ".." (clients normalise those away in a URL path).
@@ -106,6 +107,9 @@ def update_queue(queue: Queue, *, changes: Mapping[str, Any], actor: Actor = SYS
                     target_id=locked.name,
                     metadata={"queue_id": str(locked.pk), "changes": changed},
                 )
+                if changed.keys() & {"max_concurrency", "rate_limit_per_second", "priority"}:
+                    # Limits lifted or priorities changed: waiting long-polls claim again now.
+                    channels.wake_every_long_poll()
     except IntegrityError as exc:
         if _is_name_clash(exc):
             raise _name_taken(str(changes.get("name"))) from None
@@ -148,12 +152,13 @@ def delete_locked_queue(locked: Queue) -> None:
 
 
 def pause_queue(queue: Queue, *, actor: Actor = SYSTEM) -> Queue:
-    """Stop assigning the queue's jobs; running jobs finish, submissions are still accepted."""
+    """Stop handing the queue's jobs to workers; running jobs finish, submissions are still
+    accepted."""
     return _set_paused(queue, paused=True, actor=actor)
 
 
 def resume_queue(queue: Queue, *, actor: Actor = SYSTEM) -> Queue:
-    """Assign the queue's jobs again (from the dispatchers' next tick, within the poll interval)."""
+    """Hand the queue's jobs to workers again: the waiting long-polls are woken to claim."""
     return _set_paused(queue, paused=False, actor=actor)
 
 
@@ -161,6 +166,8 @@ def _set_paused(queue: Queue, *, paused: bool, actor: Actor) -> Queue:
     with transaction.atomic(durable=True):
         queue.paused = paused
         queue.save(update_fields=["paused"])
+        if not paused:
+            channels.wake_every_long_poll()
         record_audit(
             queue.organization_id,
             "queue.paused" if paused else "queue.resumed",

@@ -1,14 +1,16 @@
 """Worker protocol endpoints (docs/api.md#the-worker-protocol): API keys with scope `workers`.
 
-The long-poll (GET /workers/{id}/jobs?wait=) first hands over what is already assigned; if
-nothing is, it sleeps on this process's notification hub until the dispatcher NOTIFYs the
-worker's channel or ``wait`` runs out, re-checking every few seconds in case a NOTIFY was lost.
+The long-poll (GET /workers/{id}/jobs?wait=) claims pending jobs for its worker
+(workers/claiming.py); with none to claim, it sleeps on this process's notification hub until
+jobs become pending in one of the worker's queues (or the worker is drained) or ``wait`` runs
+out, claiming again every few seconds in case a NOTIFY was lost.
 """
 
 from __future__ import annotations
 
 import time
 from typing import Any
+from uuid import UUID
 
 from django.db import close_old_connections
 from django.db.models import Count, Prefetch
@@ -26,15 +28,16 @@ from accounts.api_base import (
     project_of,
 )
 from jobs.models import Job, JobState
-from jobs.services import BUSY, AssignedJob, Outcome, ResultItem, report_results, worker_channel
+from jobs.services import BUSY, AssignedJob, Outcome, ResultItem, report_results
 from taskforge.lib.errors import NotFound, ValidationFailed
 from taskforge.lib.pagination import paginate
 from taskforge.lib.serializers import page_of
-from workers import services
-from workers.models import QueueWorkerAssignment, Worker, WorkerStatus
+from workers import claiming, services
+from workers.models import QueueWorkerAssignment, Worker
 from workers.notifications import hub, long_polls_ending
 from workers.serializers import (
     FetchResponseSerializer,
+    HeartbeatAnswerSerializer,
     HeartbeatResponseSerializer,
     HeartbeatSerializer,
     QueueWeightSerializer,
@@ -57,6 +60,13 @@ def _worker(request: Request, worker_id: str) -> Worker:
     except NotFound:
         note_cross_tenant_attempt(request, organization_of(request), Worker, worker_id)
         raise
+
+
+def _uuid_or_none(raw: str) -> UUID | None:
+    try:
+        return UUID(raw)
+    except ValueError:
+        return None
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -102,6 +112,7 @@ class WorkerListApi(TenantAPIView):
             endpoint_url=data["endpoint_url"],
             metadata=data["metadata"],
             running=data["running"],
+            job_types=data["job_types"],
         )
         running = _running_counts(project_of(request), [worker.pk])
         body = WorkerSerializer(
@@ -148,18 +159,25 @@ class WorkerHeartbeatApi(TenantAPIView):
     scopes = WORKER_SCOPES
 
     @extend_schema(
-        summary="Heartbeat: extends the leases of the jobs the worker says it runs",
+        summary="Heartbeat: extends the leases of the jobs the worker says it runs, and lists "
+        "those of them that were cancelled",
+        description="One statement: the worker's status and heartbeat time, the leases of the "
+        "named jobs, and the cancelled ones. A job cancelled while it runs keeps its slot "
+        "counted busy while the heartbeats name it; once they stop naming it (or its result "
+        "is reported) the slot is free.",
         request=HeartbeatSerializer,
-        responses=HeartbeatResponseSerializer,
+        responses=HeartbeatAnswerSerializer,
     )
     def post(self, request: Request, worker_id: str) -> Response:
         worker = _worker(request, worker_id)
         serializer = HeartbeatSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        state = services.heartbeat(
+        answer = services.heartbeat(
             project_of(request), worker, running=serializer.validated_data["running"]
         )
-        return Response({"status": state})
+        return Response(
+            {"status": answer.status, "cancelled": [str(job_id) for job_id in answer.cancelled]}
+        )
 
 
 class WorkerDrainApi(TenantAPIView):
@@ -202,59 +220,75 @@ class WorkerQueuesApi(TenantAPIView):
 
 class WorkerJobsApi(TenantAPIView):
     scopes = WORKER_SCOPES
-    # Fetching hands jobs over (they are marked delivered): a write, though it is a GET.
+    # Fetching claims jobs (they become the worker's): a write, though it is a GET.
     get_changes_state = True
 
     @extend_schema(
-        summary="Long-poll for the jobs assigned to this worker",
+        summary="Long-poll for jobs: claims up to `max` jobs for this worker",
+        description="The fetch is the claim: pending jobs of the worker's queues (and job "
+        "types, if it declared them) become its own, split between its queues by priority and "
+        "weight within every limit (queue max_concurrency and rate limit, the plan's "
+        "max_concurrency, the worker's free slots). With none pending it waits up to `wait` "
+        "seconds for one. Each job's lease lasts TASKFORGE_ACK_TIMEOUT_SECONDS until a "
+        "heartbeat names it.",
         parameters=[
             OpenApiParameter(
                 "wait", OpenApiTypes.INT, description="seconds to wait, 0-30 (default 20)"
             ),
-            OpenApiParameter("max", OpenApiTypes.INT, description="most jobs to return, 1-1000"),
+            OpenApiParameter(
+                "max", OpenApiTypes.INT,
+                description="most jobs to claim, 1-1000 (default: the worker's capacity); a "
+                "worker asks for its free slots",
+            ),
         ],
         responses=FetchResponseSerializer,
-    )
+    )  # fmt: skip
     def get(self, request: Request, worker_id: str) -> Response:
-        worker = _worker(request, worker_id)
         wait = _int_param(request, "wait", 20, 0, MAX_WAIT_SECONDS)
-        limit = _int_param(request, "max", worker.capacity, 1, 1000)
+        limit = _int_param(request, "max", 0, 1, 1000) or None  # None: the worker's capacity
         project = project_of(request)
-        jobs = services.fetch_jobs(project, worker, limit=limit)
-        # A draining worker gets what is already assigned and no wait: nothing more will come.
-        # Nor does anyone wait on a process that is shutting down (long_polls_ending).
-        if not jobs and wait and worker.status != WorkerStatus.DRAINING and not long_polls_ending():
-            jobs = self._wait_for_jobs(project, worker, limit, wait)
+        # The claim finds the worker itself (scoped to the project): no lookup before it, as
+        # this is the path every job takes to its worker.
+        pk = _uuid_or_none(worker_id)
+        claimed = claiming.claim(project, pk, limit=limit) if pk else claiming.Claim()
+        if claimed.status is None:
+            _worker(request, worker_id)  # a 404, logged when it names another tenant's worker
+        # A draining worker gets nothing and no wait: nothing more will come. Nor does anyone
+        # wait on a process that is shutting down (long_polls_ending).
+        jobs = claimed.jobs
+        if not jobs and wait and claimed.serving and not long_polls_ending():
+            assert pk is not None
+            jobs = self._wait_for_jobs(project, pk, claimed, limit, wait)
         return Response({"jobs": [_assigned(job) for job in jobs]})
 
-    def _wait_for_jobs(self, project: Any, worker: Worker, limit: int, wait: int) -> list[Any]:
-        channel = worker_channel(worker.pk)
+    def _wait_for_jobs(
+        self, project: Any, worker_id: UUID, claimed: claiming.Claim, limit: int | None, wait: int
+    ) -> list[Any]:
         deadline = time.monotonic() + wait
-        event = hub().subscribe(channel)
+        keys = claiming.channels_of(worker_id, claimed.queue_ids)
+        event = hub().subscribe(keys)
         try:
             while True:
-                # Subscribed first, then checked: a NOTIFY sent in between is not missed.
-                jobs = services.fetch_jobs(project, worker, limit=limit)
+                # Subscribed first, then claimed: a NOTIFY sent in between is not missed.
+                claimed = claiming.claim(project, worker_id, limit=limit)
                 left = deadline - time.monotonic()
-                if jobs or left <= 0 or long_polls_ending() or not _still_serving(project, worker):
-                    return jobs
-                event.wait(min(left, RECHECK_SECONDS))
+                if claimed.jobs or left <= 0 or long_polls_ending() or not claimed.serving:
+                    return claimed.jobs
+                wanted = claiming.channels_of(worker_id, claimed.queue_ids)
+                if wanted != keys:  # its queues changed (assigned, paused, resumed)
+                    hub().unsubscribe(keys, event)
+                    keys = wanted
+                    hub().subscribe(keys, event=event)
+                    continue
+                timeout = min(left, RECHECK_SECONDS)
+                if claimed.retry_in is not None:  # a rate-limited queue earns a token then
+                    timeout = min(timeout, claimed.retry_in + 0.001)
+                event.wait(timeout)
                 event.clear()
         finally:
-            hub().unsubscribe(channel, event)
+            hub().unsubscribe(keys, event)
             # The thread slept for seconds: let Django drop a connection that aged meanwhile.
             close_old_connections()
-
-
-def _still_serving(project: Any, worker: Worker) -> bool:
-    """False once the worker drains or deregisters (both NOTIFY its long-poll)."""
-    status = (
-        Worker.objects.for_project(project)
-        .filter(pk=worker.pk)
-        .values_list("status", flat=True)
-        .first()
-    )
-    return status is not None and status != WorkerStatus.DRAINING
 
 
 def _assigned(job: AssignedJob) -> dict[str, Any]:
@@ -277,12 +311,14 @@ class WorkerResultsApi(TenantAPIView):
         request=ResultsSerializer,
         responses=ResultsResponseSerializer,
         description="Each item is fenced by its lease token; a stale one gets outcome "
-        "`conflict` and changes nothing. The others are applied in one transaction, which "
-        "waits for no row lock: an item whose job's row another transaction holds gets "
-        "outcome `busy`, is not applied, and should be sent again shortly.",
+        "`conflict` and changes nothing, except that the result of a job cancelled while it "
+        "ran on this worker frees the slot the job kept. The others are applied in one "
+        "transaction, which waits for no row lock: an item whose job's row another "
+        "transaction holds gets outcome `busy`, is not applied, and should be sent again "
+        "shortly.",
     )
     def post(self, request: Request, worker_id: str) -> Response:
-        _worker(request, worker_id)
+        worker = _worker(request, worker_id)
         serializer = ResultsSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         items = [
@@ -296,7 +332,7 @@ class WorkerResultsApi(TenantAPIView):
             )
             for item in serializer.validated_data["results"]
         ]
-        outcomes = report_results(project_of(request), items)
+        outcomes = report_results(project_of(request), items, worker_id=worker.pk)
         return Response(
             {"results": [_outcome(item.job_id, outcomes[item.job_id]) for item in items]}
         )

@@ -1,21 +1,22 @@
-"""Why isn't this job running? The reasons, read from the same state the dispatcher decides on.
+"""Why isn't this job running? The reasons, read from the same state the claim decides on.
 
-The dispatcher (workers/dispatcher.py, its assign step) hands a queue's pending jobs to a
-worker only when all of these hold, so each one that fails is a reason:
+A worker's fetch (workers/claiming.py) claims a queue's pending jobs only when all of these
+hold, so each one that fails is a reason:
 
 * the queue is not paused, and an online worker has an active assignment to it
-  (workers/sql/worker_assignments.sql; draining and offline workers get nothing);
-* that worker has a free slot: its processing jobs are fewer than its capacity, and
-  workers/planning.py gives free slots to the worker's highest-priority queues with jobs
-  waiting first;
+  (workers/sql/worker_assignments.sql; draining and offline workers get nothing) and handles
+  the job's type (a worker that declared its job types claims no other);
+* that worker has a free slot: its processing jobs (and cancelled ones it has not reported
+  gone) are fewer than its capacity, and workers/planning.py gives free slots to the worker's
+  highest-priority queues with jobs waiting first;
 * the queue is under its max_concurrency (processing jobs of the queue) and, with a rate
   limit, has a whole token in its bucket (refilled as jobs/sql/lock_rate_limits.sql does);
 * the organization is under its plan's max_concurrency (processing jobs of all its projects,
   billing.plans.plan_limits);
-* the job comes first in the claim order (jobs/sql/claim_jobs.sql: priority, run_at, id).
+* the job comes first in the claim order (workers/sql/claim_for_worker.sql: priority, run_at, id).
 
 Everything is read without locks and through for_project / for_org, so a reason never names
-another tenant's job, queue or worker. The answer is a snapshot: the dispatcher may change it
+another tenant's job, queue or worker. The answer is a snapshot: the next fetch may change it
 a moment later.
 """
 
@@ -126,7 +127,7 @@ def _pending(project: Project, job: Job, now: datetime) -> list[Reason]:
                 f"Queue {queue.name} is paused: no job is taken from it until it is resumed",
             )
         )
-    reasons += _worker_reasons(project, queue, now)
+    reasons += _worker_reasons(project, queue, job.job_type, now)
     if queue.max_concurrency is not None:
         reasons += _concurrency_reason(project, queue, queue.max_concurrency)
     if queue.rate_limit_per_second is not None:
@@ -140,15 +141,15 @@ def _pending(project: Project, job: Job, now: datetime) -> list[Reason]:
         reasons.append(
             Reason(
                 "next_in_line",
-                "It is next in line: the dispatcher hands it to a worker on its next tick",
+                "It is next in line: the next worker serving the queue that asks for jobs takes it",
             )
         )
     return reasons
 
 
-def _worker_reasons(project: Project, queue: Queue, now: datetime) -> list[Reason]:
-    """No online worker serves the queue; or all of them are full; or their free slots go
-    to higher-priority queues first."""
+def _worker_reasons(project: Project, queue: Queue, job_type: str, now: datetime) -> list[Reason]:
+    """No online worker serves the queue, or none handles the job's type; or all of them are
+    full; or their free slots go to higher-priority queues first."""
     assignments = list(
         QueueWorkerAssignment.objects.for_org(project.organization)
         .filter(queue_id=queue.pk, worker__project_id=project.pk)
@@ -160,6 +161,10 @@ def _worker_reasons(project: Project, queue: Queue, now: datetime) -> list[Reaso
     ]
     if not serving:
         return [_no_worker(queue, assignments)]
+    handling = [w for w in serving if w.job_types is None or job_type in w.job_types]
+    if not handling:
+        return [_no_handler(queue, job_type, serving)]
+    serving = handling
     running = _running_per_worker(project, [w.pk for w in serving])
     free = [w for w in serving if running.get(w.pk, 0) < w.capacity]
     if not free:
@@ -193,11 +198,22 @@ def _no_worker(queue: Queue, assignments: Sequence[QueueWorkerAssignment]) -> Re
     return Reason("no_worker", f"No online worker serves queue {queue.name}{detail}")
 
 
+def _no_handler(queue: Queue, job_type: str, serving: Sequence[Worker]) -> Reason:
+    handles = [f"{w.name} handles {_names(sorted(w.job_types or ()))}" for w in serving]
+    return Reason(
+        "no_handler",
+        f"No online worker serving queue {queue.name} has a handler for job type {job_type}; "
+        f"it waits for one that does ({_names(handles)})",
+    )
+
+
 def _running_per_worker(project: Project, worker_ids: list[UUID]) -> dict[UUID, int]:
-    # job_worker_processing (worker_id) WHERE state = 'processing', as the dispatcher counts.
+    # Busy slots as the claim counts them (workers/sql/worker_assignments.sql): processing
+    # jobs, and cancelled ones whose worker has not reported them gone.
+    held = Q(state=JobState.CANCELLED, lease_expires_at__isnull=False)
     rows = (
         Job.objects.for_project(project)
-        .filter(state=JobState.PROCESSING, worker_id__in=worker_ids)
+        .filter(Q(state=JobState.PROCESSING) | held, worker_id__in=worker_ids)
         .values("worker_id")
         .annotate(n=Count("*"))
         .values_list("worker_id", "n")
@@ -337,23 +353,15 @@ def _processing(project: Project, job: Job, now: datetime) -> list[Reason]:
     worker = Worker.objects.for_project(project).filter(pk=job.worker_id).first()
     name = worker.name if worker else "a worker that no longer exists"
     standing = f" (now {worker.status})" if worker and worker.status != WorkerStatus.ONLINE else ""
-    if job.delivered_at is None:
-        reasons = [
-            Reason(
-                "not_fetched",
-                f"Assigned to {name}{standing}, which has not fetched it yet",
-                at=job.started_at,
-            )
-        ]
-    else:
-        reasons = [Reason("running", f"Running on {name}{standing}", at=job.delivered_at)]
+    # Claimed by the worker's own fetch, so delivered the moment it started.
+    reasons = [Reason("running", f"Running on {name}{standing}", at=job.delivered_at)]
     if job.lease_expires_at is not None:
         if job.lease_expires_at > now:
             message = "Its lease ends unless the worker heartbeats for it before then"
             reasons.append(Reason("lease", message, at=job.lease_expires_at))
         else:
             message = (
-                "Its lease has run out: the dispatcher's next sweep counts the attempt as timed "
+                "Its lease has run out: a dispatcher's next sweep counts the attempt as timed "
                 "out and retries the job or lets it die"
             )
             reasons.append(Reason("lease_expired", message, at=job.lease_expires_at))

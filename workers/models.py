@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -50,6 +51,9 @@ class Worker(models.Model):
     # yet: stored and shown as registered, never called. Workers long-poll for their jobs.
     endpoint_url = models.URLField(blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)
+    # The job types this worker has handlers for (sent at registration); a fetch claims only
+    # jobs of these types. NULL: any type (a worker that dispatches on its own).
+    job_types = ArrayField(models.CharField(max_length=200), null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     objects = WorkerQuerySet.as_manager()

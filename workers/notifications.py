@@ -1,9 +1,15 @@
 """One LISTEN connection per web process, shared by every long-poll running in it.
 
-A long-poll (GET /workers/{id}/jobs?wait=) subscribes to its worker's channel and sleeps on a
+A long-poll (GET /workers/{id}/jobs?wait=) subscribes to a few keys and sleeps on one
 threading.Event; this hub's thread LISTENs on every channel in use and sets the events when a
-NOTIFY arrives. A channel stays listened for a while after its last waiter leaves, since the
-same worker polls again at once. If the database is unreachable, waiters fall back to
+NOTIFY arrives. A key is either a channel (``taskforge_worker_<id>``: the worker was drained,
+deregistered or its queues changed) or ``channel:payload`` (``taskforge_jobs:<queue id>``: jobs
+of that queue became pending, jobs/sql/notify_ready.sql). A notification on a channel wakes the
+waiters of the channel itself and of ``channel:payload``; one with an empty payload wakes every
+waiter with a key on that channel (a sender that does not know which queues). So every web
+process LISTENs on taskforge_jobs once, and a submit wakes only the long-polls of the workers
+serving its queue. A channel stays listened for a while after its last waiter leaves, since
+the same worker polls again at once. If the database is unreachable, waiters fall back to
 re-checking on a short timer (the caller's loop), so nothing waits forever.
 
 When the process is told to stop (SIGTERM: deploy/gunicorn.conf.py calls end_long_polls()),
@@ -19,7 +25,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -37,7 +43,9 @@ class NotificationHub:
     def __init__(self, connect: Callable[[], psycopg.Connection[Any]]) -> None:
         self._connect = connect
         self._lock = threading.Lock()
+        # Waiting events by key, and the keys in use on each channel.
         self._waiters: dict[str, set[threading.Event]] = defaultdict(set)
+        self._keys: dict[str, set[str]] = defaultdict(set)
         self._last_used: dict[str, float] = {}
         self._listening: set[str] = set()
         self._to_listen: set[str] = set()
@@ -45,22 +53,38 @@ class NotificationHub:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
 
-    def subscribe(self, channel: str, *, ready_timeout: float = 1.0) -> threading.Event:
-        """Return an event set on the next NOTIFY to ``channel``.
+    def subscribe(
+        self,
+        keys: str | Sequence[str],
+        *,
+        event: threading.Event | None = None,
+        ready_timeout: float = 1.0,
+    ) -> threading.Event:
+        """Return an event set on the next NOTIFY matching any of ``keys`` (``channel`` or
+        ``channel:payload``); pass ``event`` to add keys to an event subscribed before.
 
-        Returns once the channel is LISTENed (or ``ready_timeout`` passed), so a caller that
+        Returns once the channels are LISTENed (or ``ready_timeout`` passed), so a caller that
         checks the database after subscribing cannot miss a notification sent in between.
         """
-        event = threading.Event()
+        event = event or threading.Event()
+        keys = [keys] if isinstance(keys, str) else list(keys)
+        pending = []
         with self._lock:
-            self._waiters[channel].add(event)
-            self._last_used[channel] = time.monotonic()
-            ready = self._ready.get(channel)
-            if ready is None:
-                ready = self._ready[channel] = threading.Event()
-                self._to_listen.add(channel)
+            now = time.monotonic()
+            for key in keys:
+                channel = key.partition(":")[0]
+                self._waiters[key].add(event)
+                self._keys[channel].add(key)
+                self._last_used[channel] = now
+                ready = self._ready.get(channel)
+                if ready is None:
+                    ready = self._ready[channel] = threading.Event()
+                    self._to_listen.add(channel)
+                pending.append(ready)
             self._start()
-        ready.wait(ready_timeout)
+        deadline = time.monotonic() + ready_timeout
+        for ready in pending:
+            ready.wait(max(0.0, deadline - time.monotonic()))
         return event
 
     def wake_all(self) -> None:
@@ -70,10 +94,19 @@ class NotificationHub:
                 for event in waiters:
                     event.set()
 
-    def unsubscribe(self, channel: str, event: threading.Event) -> None:
+    def unsubscribe(self, keys: str | Sequence[str], event: threading.Event) -> None:
+        keys = [keys] if isinstance(keys, str) else list(keys)
         with self._lock:
-            self._waiters[channel].discard(event)
-            self._last_used[channel] = time.monotonic()
+            now = time.monotonic()
+            for key in keys:
+                waiters = self._waiters.get(key)
+                if waiters is not None:
+                    waiters.discard(event)
+                    if not waiters:
+                        del self._waiters[key]
+                        channel = key.partition(":")[0]
+                        self._keys[channel].discard(key)
+                        self._last_used[channel] = now
 
     def stop(self, timeout: float = 2.0) -> None:
         """End the hub's thread and close its connection (tests, process shutdown)."""
@@ -109,9 +142,14 @@ class NotificationHub:
         while not self._stopping.is_set():
             self._apply_listens(conn)
             for notify in conn.notifies(timeout=POLL_SLICE_SECONDS):
-                with self._lock:
-                    for event in self._waiters.get(notify.channel, ()):
-                        event.set()
+                self._wake(notify.channel, notify.payload)
+
+    def _wake(self, channel: str, payload: str) -> None:
+        with self._lock:
+            keys = [channel, f"{channel}:{payload}"] if payload else self._keys.get(channel, ())
+            for key in keys:
+                for event in self._waiters.get(key, ()):
+                    event.set()
 
     def _apply_listens(self, conn: psycopg.Connection[Any]) -> None:
         now = time.monotonic()
@@ -120,7 +158,7 @@ class NotificationHub:
             idle = [
                 channel
                 for channel in self._listening
-                if not self._waiters.get(channel)
+                if not self._keys.get(channel)
                 and now - self._last_used.get(channel, now) > IDLE_CHANNEL_SECONDS
             ]
         for channel in to_listen:
@@ -134,7 +172,7 @@ class NotificationHub:
             for channel in idle:
                 self._listening.discard(channel)
                 self._ready.pop(channel, None)
-                self._waiters.pop(channel, None)
+                self._keys.pop(channel, None)
                 self._last_used.pop(channel, None)
 
 

@@ -34,7 +34,7 @@ def owed_batches(outcomes: Sequence[queries.Outcome], cascade: queries.Cascade) 
 
 def settle(roots: Sequence[tuple[UUID, str]], batch_ids: Iterable[UUID | None]) -> None:
     """After jobs were cancelled or deleted by an operator: settle their descendants, wake the
-    dispatchers for released ones, and fire the callbacks of batches this finished."""
+    long-polls for released ones, and fire the callbacks of batches this finished."""
     cascade = queries.cancel_descendants(roots)
     if cascade.released:
         queries.notify([queries.DISPATCH_CHANNEL])

@@ -1,5 +1,5 @@
 -- How many jobs of each organization are processing, across all its projects and queues,
--- counting at most its cap (parallel arrays %(organization_ids)s, %(caps)s): the dispatcher
+-- counting at most its cap (parallel arrays %(organization_ids)s, %(caps)s): the claim
 -- only needs the room left under the organization's plan, so a count never reads past it.
 --
 -- Index: queues_queue's organization_id foreign key index for the organization's queues, then

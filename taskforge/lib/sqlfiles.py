@@ -1,11 +1,11 @@
 """Run the SQL kept in an app's ``sql/`` folder, on Django's connection.
 
-Each app that owns raw SQL creates one ``SqlFiles("app")`` in the one module allowed to
-execute it (jobs/queries.py, workers/dispatch_sql.py). Statements run on a server-side
-binding cursor over Django's connection, so inside Django's transaction: Django's own cursors
-bind client-side, rendering every array element into the SQL text, while binding server-side
-sends arrays as parameters and lets PostgreSQL keep each statement prepared for the life of
-the connection (TASKFORGE_PREPARED_STATEMENTS). Errors come out as Django's
+Each app that owns raw SQL creates one ``SqlFiles("app")`` in the modules allowed to execute
+it (jobs/queries.py; workers/claim_sql.py and workers/protocol_sql.py). Statements run on a
+server-side binding cursor over Django's connection, so inside Django's transaction: Django's
+own cursors bind client-side, rendering every array element into the SQL text, while binding
+server-side sends arrays as parameters and lets PostgreSQL keep each statement prepared for
+the life of the connection (TASKFORGE_PREPARED_STATEMENTS). Errors come out as Django's
 (django.db.OperationalError, IntegrityError, …), exactly as from the ORM, and mark a broken
 connection for Django to replace.
 """

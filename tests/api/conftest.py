@@ -8,7 +8,7 @@ Clients (all rest_framework.test.APIClient, so requests go through the whole HTT
 * ``outsider``: a jobs:read + jobs:write key of ``other_project`` (another organization).
 
 ``engine`` submits jobs through jobs.services and drives them to any state through the real
-engine (register_worker, Dispatcher().tick(), fetch_jobs, complete_job / fail_job), so the
+engine (register_worker, Dispatcher().tick(), claiming.claim, complete_job / fail_job), so the
 executions and logs the API shows are the ones workers would produce.
 
 ``snapshot()`` captures the rows an endpoint could write; a refused request must leave it
@@ -34,6 +34,7 @@ from jobs.models import Batch, ExecutionLog, Job, JobDependency, JobExecution
 from jobs.queries import AssignedJob
 from jobs.specs import JobSpec
 from queues.models import Queue
+from workers import claiming
 from workers import services as worker_services
 from workers.dispatcher import Dispatcher
 from workers.models import Worker
@@ -154,11 +155,12 @@ class Engine:
         return job, self.claim()[job.pk]
 
     def claim(self) -> dict[UUID, AssignedJob]:
-        """Let the dispatcher assign the work queue's pending jobs; the worker fetches them."""
+        """Promote what is due (a dispatcher tick); the worker fetches, and so claims, the work
+        queue's pending jobs."""
         self.ensure_worker()
         assert self.worker is not None
         Dispatcher(batch_size=100).tick()
-        for assigned in worker_services.fetch_jobs(self.project, self.worker, limit=100):
+        for assigned in claiming.claim(self.project, self.worker.pk, limit=100).jobs:
             self.leases[assigned.id] = assigned
         return self.leases
 

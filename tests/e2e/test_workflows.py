@@ -104,8 +104,8 @@ def test_a_sigkilled_worker_running_b_does_not_release_d_early(
             doomed.send_signal(signal.SIGKILL)
             doomed.wait(timeout=10)
         assert job(ids["d"]).state == JobState.BLOCKED
-        # Until the dispatcher sees the dead worker silent, it may still assign it jobs (B's
-        # retry, say); start the survivor after that, so D can only go to a live worker.
+        # The dead worker fetches nothing more, but B stays on it until the dispatcher sees it
+        # silent and ends its lease (B is then retried); D must still wait for B meanwhile.
         wait_until(
             lambda: Worker.objects.all_tenants().get(name="doomed").status == WorkerStatus.OFFLINE,
             what="the killed worker to be marked offline",

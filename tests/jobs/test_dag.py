@@ -10,8 +10,8 @@ from jobs import services
 from jobs.exceptions import DependencyCycle
 from jobs.models import Batch, Job, JobDependency, JobState
 from jobs.specs import JobSpec
+from workers import claiming
 from workers import services as worker_services
-from workers.dispatcher import Dispatcher
 
 
 def register(project, capacity=10):
@@ -32,8 +32,8 @@ def submit_graph(project, *specs):
 
 
 def claim(project, worker):
-    Dispatcher(batch_size=100).assign()
-    return {a.id: a.lease_token for a in worker_services.fetch_jobs(project, worker, limit=100)}
+    """The worker fetches (and so claims) what is pending: {job id: lease token}."""
+    return {a.id: a.lease_token for a in claiming.claim(project, worker.pk, limit=100).jobs}
 
 
 def complete(project, tokens, job):

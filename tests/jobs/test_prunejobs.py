@@ -17,8 +17,8 @@ from jobs.models import (
 )
 from jobs.schedules import services as scheduling
 from jobs.specs import JobSpec
+from workers import claiming
 from workers import services as worker_services
-from workers.dispatcher import Dispatcher
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -77,8 +77,7 @@ def test_executions_logs_and_edges_go_with_the_job(project, queue):
     child, _ = services.submit_job(
         project, JobSpec(queue="default", job_type="c", depends_on=[parent.pk])
     )
-    Dispatcher(batch_size=10).assign()
-    [delivered] = worker_services.fetch_jobs(project, worker, limit=2)
+    [delivered] = claiming.claim(project, worker.pk, limit=2).jobs
     services.append_logs(
         project, parent.pk, lease_token=delivered.lease_token, entries=[{"message": "hi"}]
     )

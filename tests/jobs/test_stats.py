@@ -16,6 +16,7 @@ from jobs.services import stats
 from jobs.specs import JobSpec
 from taskforge import queue_ops
 from taskforge.lib.errors import ValidationFailed
+from workers import claiming
 from workers import services as worker_services
 from workers.dispatcher import Dispatcher
 
@@ -41,9 +42,8 @@ def submit(project, queue="default", job_type="t", **fields):
 
 
 def claim(project, worker):
-    """Assign what is pending and deliver it to the worker: {job id: AssignedJob}."""
-    Dispatcher(batch_size=100).assign()
-    return {a.id: a for a in worker_services.fetch_jobs(project, worker, limit=100)}
+    """The worker fetches (and so claims) what is pending: {job id: AssignedJob}."""
+    return {a.id: a for a in claiming.claim(project, worker.pk, limit=100).jobs}
 
 
 def take(project):

@@ -8,8 +8,8 @@ from jobs import services as job_services
 from jobs.models import Job, JobState
 from jobs.specs import JobSpec
 from queues.models import Queue
+from workers import claiming
 from workers import services as worker_services
-from workers.dispatcher import Dispatcher
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -65,16 +65,16 @@ def test_it_resumes_a_queue(api, org, make_queue):
     assert row.target_id == "held"
 
 
-def test_pausing_stops_assignment_and_resuming_restarts_it(api, project, queue):
-    register(project)
+def test_pausing_stops_claims_and_resuming_restarts_them(api, project, queue):
+    worker = register(project)
     job = submit(project)
     api.post("/api/v1/queues/default/pause")
 
-    assert Dispatcher().assign() == 0
+    assert claiming.claim(project, worker.pk, limit=10).jobs == []
     assert state_of(project, job) == JobState.PENDING
 
     api.post("/api/v1/queues/default/resume")
-    assert Dispatcher().assign() == 1
+    assert [j.id for j in claiming.claim(project, worker.pk, limit=10).jobs] == [job.pk]
     assert state_of(project, job) == JobState.PROCESSING
 
 
@@ -113,9 +113,10 @@ def test_purge_deletes_pending_and_scheduled_jobs_and_leaves_the_rest(
     api, org, project, make_queue
 ):
     make_queue("other")
-    register(project)
+    worker = register(project)
     running = submit(project)
-    Dispatcher().assign()  # running is now processing
+    # The worker's fetch claims it: running is now processing.
+    assert [j.id for j in claiming.claim(project, worker.pk, limit=10).jobs] == [running.pk]
     pending = [submit(project), submit(project)]
     scheduled = submit(project, delay_seconds=3600)
     elsewhere = submit(project, queue="other", delay_seconds=3600)

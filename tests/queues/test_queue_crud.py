@@ -8,8 +8,8 @@ from jobs import services as job_services
 from jobs.models import Job, JobState
 from jobs.specs import JobSpec
 from queues.models import Queue
+from workers import claiming
 from workers import services as worker_services
-from workers.dispatcher import Dispatcher
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -339,11 +339,11 @@ def test_it_refuses_to_delete_a_queue_with_unfinished_jobs(api, org, project, qu
 
 
 def test_it_refuses_to_delete_a_queue_with_a_processing_job(api, project, queue):
-    worker_services.register_worker(
+    worker, _ = worker_services.register_worker(
         project, name="w", queues=[worker_services.QueueWeight("default")]
     )
     submit(project)
-    assert Dispatcher().assign() == 1
+    assert len(claiming.claim(project, worker.pk, limit=10).jobs) == 1
     response = api.delete("/api/v1/queues/default")
     assert_refused(response, 409, "conflict")
     assert response.json()["error"]["details"]["unfinished_jobs"] == {JobState.PROCESSING: 1}

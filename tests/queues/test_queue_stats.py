@@ -10,8 +10,8 @@ from jobs import services as job_services
 from jobs.models import Job, JobExecution, JobState
 from jobs.specs import JobSpec
 from taskforge.queue_ops import queue_stats
+from workers import claiming
 from workers import services as worker_services
-from workers.dispatcher import Dispatcher
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,11 +38,11 @@ def register(project, name, *queues, active=True):
 
 
 def claim_all(project, workers):
-    Dispatcher(batch_size=100).assign()
+    """Each worker fetches (and so claims) what is pending in its queues: {job id: lease}."""
     return {
         job.id: job.lease_token
         for worker in workers
-        for job in worker_services.fetch_jobs(project, worker, limit=100)
+        for job in claiming.claim(project, worker.pk, limit=100).jobs
     }
 
 

@@ -302,7 +302,7 @@ def test_trigger_enqueues_a_run_now_and_overlap_skip_waits_for_it(clock, make_sc
     assert cron_run.outcome == RunOutcome.SKIPPED_OVERLAP
 
 
-def test_the_dispatcher_tick_fires_schedules_before_assigning(clock, make_schedule):
+def test_the_dispatcher_tick_fires_due_schedules(clock, make_schedule):
     clock(utc(2026, 7, 1, 0, 4, 59))
     schedule = make_schedule("*/5 * * * *")
     freeze(utc(2026, 7, 1, 0, 5, 1))

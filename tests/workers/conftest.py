@@ -6,8 +6,8 @@ Every request goes through the whole HTTP stack (rest_framework.test.APIClient):
 * ``reader``: a jobs:read key (no ``workers`` scope), ``viewer_jwt`` / ``member_jwt`` users;
 * ``outsider``: a key of ``other_project`` (another organization) with every scope it needs.
 
-``fleet`` drives the protocol: register workers, submit jobs, let the real dispatcher assign
-them, long-poll them. ``snapshot()`` captures every row the protocol writes; a refused request
+``fleet`` drives the protocol: register workers, submit jobs, long-poll them (the fetch
+claims them). ``snapshot()`` captures every row the protocol writes; a refused request
 must leave it unchanged. ``call_for(name)`` builds a request that succeeds for an allowed caller,
 for the access tests that walk every path.
 """
@@ -114,9 +114,6 @@ class Fleet:
         job_id: str = response.json()["id"]
         return job_id
 
-    def assign(self) -> int:
-        return Dispatcher(batch_size=100).assign()
-
     def poll(self, worker_id: str, *, client: APIClient | None = None, **params: Any) -> Any:
         params.setdefault("wait", 0)
         return (client or self.workers).get(f"{API}/workers/{worker_id}/jobs", params)
@@ -124,9 +121,8 @@ class Fleet:
     def running(
         self, worker_id: str, count: int = 1, *, queue: str = "default", **fields: Any
     ) -> list[dict[str, Any]]:
-        """Submit ``count`` jobs, let the dispatcher assign them, fetch them as the worker."""
+        """Submit ``count`` jobs and fetch them as the worker (the fetch claims them)."""
         ids = {self.submit(queue, **fields) for _ in range(count)}
-        assert self.assign() == count
         response = self.poll(worker_id, max=1000)
         assert response.status_code == 200, response.content
         jobs: list[dict[str, Any]] = response.json()["jobs"]
@@ -278,8 +274,8 @@ OBJECT_CALLS = [c for c in CALLS if not c.startswith("workers:list")]
 def call_for(fleet: Fleet, make_queue: Callable[..., Queue]) -> Callable[[str], Call]:
     """``call_for("workers:drain POST")``: a request that succeeds for an allowed caller.
 
-    Each call gets its own worker serving its own queue, so the dispatcher (which serves every
-    online worker) assigns each call's job to that call's worker.
+    Each call gets its own worker serving its own queue, so each call's job can only be
+    claimed by that call's worker.
     """
     made = itertools.count()
 
@@ -312,7 +308,6 @@ def call_for(fleet: Fleet, make_queue: Callable[..., Queue]) -> Callable[[str], 
             return Call(spec, "DELETE", f"{API}/workers/{worker}", ok=204)
         if name == "workers:jobs":
             fleet.submit(queue)
-            assert fleet.assign() == 1
             return Call(spec, "GET", f"{API}/workers/{worker}/jobs?wait=0")
         if name == "workers:heartbeat":
             return Call(spec, "POST", f"{API}/workers/{worker}/heartbeat", {"running": []})

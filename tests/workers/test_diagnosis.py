@@ -1,5 +1,6 @@
-"""Why isn't this job running? (workers/diagnosis.py): each situation built for real, with the
-dispatcher's own assign step where it matters, and the outsider's jobs never in the answer."""
+"""Why isn't this job running? (workers/diagnosis.py): each situation built for real, with
+workers' own fetches (claiming.claim) where it matters, and the outsider's jobs never in the
+answer."""
 
 from datetime import timedelta
 
@@ -13,9 +14,9 @@ from jobs import services
 from jobs.models import Job, JobState
 from jobs.specs import JobSpec
 from queues.models import Queue
+from workers import claiming
 from workers import services as worker_services
 from workers.diagnosis import AHEAD_CAP, NAMED_JOBS, explain_job
-from workers.dispatcher import Dispatcher
 from workers.models import Worker, WorkerStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -36,8 +37,9 @@ def register(project, name="w1", capacity=4, queues=("default",)):
     return worker
 
 
-def assign():
-    return Dispatcher(batch_size=100).assign()
+def claim(*workers):
+    """Each worker fetches, and so claims, what it may: how many jobs they got in all."""
+    return sum(len(claiming.claim(w.project, w.pk, limit=100).jobs) for w in workers)
 
 
 def fresh(project, job):
@@ -74,9 +76,8 @@ def test_a_failed_attempt_waits_to_retry_and_says_which_attempt_failed(project, 
     )
     worker = register(project)
     job = submit(project)
-    assert assign() == 1
-    [assigned] = worker_services.fetch_jobs(project, worker, limit=10)
-    services.fail_job(project, job.pk, lease_token=assigned.lease_token, error="smtp down\nmore")
+    [claimed] = claiming.claim(project, worker.pk, limit=10).jobs
+    services.fail_job(project, job.pk, lease_token=claimed.lease_token, error="smtp down\nmore")
     [why] = reasons(project, job)
     assert why.code == "retrying"
     assert why.message == "Waiting to retry after attempt 1 failed: smtp down"
@@ -90,9 +91,9 @@ def test_a_scheduled_job_past_its_run_at_is_due(project, queue):
 
 
 def test_a_blocked_job_names_the_parents_it_waits_for(project, queue):
-    register(project, capacity=1)
+    worker = register(project, capacity=1)
     running = submit(project)
-    assert assign() == 1
+    assert claim(worker) == 1
     waiting = submit(project)
     done = submit(project)
     Job.objects.for_project(project).filter(pk=done.pk).update(state=JobState.SUCCEEDED)
@@ -124,11 +125,11 @@ def test_a_pending_job_with_a_free_worker_is_next_in_line(project, queue):
 
 
 def test_a_paused_queue_holds_its_jobs(project, queue):
-    register(project)
+    worker = register(project)
     Queue.objects.for_project(project).filter(pk=queue.pk).update(paused=True)
     job = submit(project)
     assert codes(project, job) == ["queue_paused"]
-    assert assign() == 0
+    assert claim(worker) == 0
 
 
 def test_no_online_worker_names_the_draining_and_offline_ones(project, queue):
@@ -142,7 +143,7 @@ def test_no_online_worker_names_the_draining_and_offline_ones(project, queue):
     assert why.message == (
         "No online worker serves queue default (drainer is draining, ghost is offline)"
     )
-    assert assign() == 0
+    assert claim(draining, gone) == 0
 
 
 def test_a_worker_of_another_queue_does_not_serve_this_one(project, queue, make_queue):
@@ -153,11 +154,11 @@ def test_a_worker_of_another_queue_does_not_serve_this_one(project, queue, make_
 
 
 def test_a_full_worker_is_named_with_its_slots(project, queue):
-    register(project, "solo", capacity=1)
+    solo = register(project, "solo", capacity=1)
     submit(project)
-    assert assign() == 1
+    assert claim(solo) == 1
     job = submit(project)
-    assert assign() == 0
+    assert claim(solo) == 0
     why = reason(project, job, "workers_busy")
     assert why.message == (
         "Every online worker serving queue default is at capacity: solo (1 of 1 slots busy)"
@@ -166,35 +167,34 @@ def test_a_full_worker_is_named_with_its_slots(project, queue):
 
 def test_free_slots_go_to_higher_priority_queues_first(project, queue, make_queue):
     make_queue("urgent", priority=9)
-    register(project, capacity=1, queues=("default", "urgent"))
+    worker = register(project, capacity=1, queues=("default", "urgent"))
     job = submit(project)
     submit(project, queue="urgent")
     why = reason(project, job, "higher_priority_queues")
     assert why.message.endswith("higher-priority queues with jobs waiting: urgent")
-    assigned = assign()
-    assert assigned == 1
+    assert claim(worker) == 1
     assert fresh(project, job).state == JobState.PENDING
 
 
 def test_a_higher_priority_queue_at_its_cap_takes_no_slot(project, queue, make_queue):
     make_queue("urgent", priority=9, max_concurrency=1)
-    register(project, capacity=2, queues=("default", "urgent"))
+    worker = register(project, capacity=2, queues=("default", "urgent"))
     submit(project, queue="urgent")
-    assert assign() == 1
+    assert claim(worker) == 1
     submit(project, queue="urgent")
     job = submit(project)
     assert codes(project, job) == ["next_in_line"]
-    assert assign() == 1
+    assert claim(worker) == 1
     assert fresh(project, job).state == JobState.PROCESSING
 
 
 def test_a_queue_at_its_max_concurrency_names_the_running_jobs(project, make_queue):
     make_queue("capped", max_concurrency=1)
-    register(project, capacity=5, queues=("capped",))
+    worker = register(project, capacity=5, queues=("capped",))
     first = submit(project, "capped")
-    assert assign() == 1
+    assert claim(worker) == 1
     second = submit(project, "capped")
-    assert assign() == 0
+    assert claim(worker) == 0
     why = reason(project, second, "concurrency_limit")
     assert why.job_ids == (first.pk,)
     assert why.message == "Queue capped runs at most 1 job at once, and 1 is running"
@@ -203,12 +203,12 @@ def test_a_queue_at_its_max_concurrency_names_the_running_jobs(project, make_que
 
 def test_a_rate_limited_queue_says_when_its_next_start_is_due(project, make_queue):
     make_queue("slow", rate_limit_per_second=0.01)
-    register(project, capacity=5, queues=("slow",))
+    worker = register(project, capacity=5, queues=("slow",))
     submit(project, "slow")
     before = timezone.now()
-    assert assign() == 1
+    assert claim(worker) == 1
     job = submit(project, "slow")
-    assert assign() == 0
+    assert claim(worker) == 0
     why = reason(project, job, "rate_limited")
     # The claim spent the bucket's one token: the next one is 100 s (1 / 0.01) later.
     assert before + timedelta(seconds=95) < why.at < timezone.now() + timedelta(seconds=101)
@@ -222,9 +222,9 @@ def test_a_full_rate_bucket_is_no_reason(project, make_queue):
 
 
 def test_jobs_ahead_follow_the_claim_order(project, queue):
-    register(project, "solo", capacity=1)
+    solo = register(project, "solo", capacity=1)
     submit(project)
-    assert assign() == 1
+    assert claim(solo) == 1
     first, second = submit(project), submit(project)
     urgent = submit(project, priority=9)
     job = submit(project)
@@ -257,20 +257,22 @@ def test_several_reasons_are_all_given(project, make_queue):
 # --- processing and finished ----------------------------------------------------------------------
 
 
-def test_an_assigned_job_not_yet_fetched_says_so_and_when_its_lease_ends(project, queue):
-    register(project, "solo")
+def test_a_claimed_job_runs_on_its_worker_at_once_and_says_when_its_lease_ends(project, queue):
+    # The fetch that claims a job delivers it: there is no "assigned, not fetched yet" any more.
+    solo = register(project, "solo")
     job = submit(project)
-    assert assign() == 1
-    assigned = reason(project, job, "not_fetched")
-    assert assigned.message == "Assigned to solo, which has not fetched it yet"
+    assert claim(solo) == 1
+    assert codes(project, job) == ["running", "lease"]
+    running = reason(project, job, "running")
+    assert running.message == "Running on solo"
+    assert running.at == fresh(project, job).delivered_at
     assert reason(project, job, "lease").at == fresh(project, job).lease_expires_at
 
 
 def test_a_fetched_job_runs_on_its_worker(project, queue):
     worker = register(project, "solo")
     job = submit(project)
-    assert assign() == 1
-    worker_services.fetch_jobs(project, worker, limit=10)
+    assert claim(worker) == 1
     worker_services.drain_worker(project, worker)
     running = reason(project, job, "running")
     assert running.message == "Running on solo (now draining)"
@@ -291,9 +293,9 @@ def test_a_finished_job_has_nothing_to_explain(project, queue):
 
 def test_another_projects_jobs_and_workers_never_show(project, queue, other_project, other_queue):
     # The outsider has a queue of the same name with a busy worker and a backlog.
-    register(other_project, "spy", capacity=1)
+    spy = register(other_project, "spy", capacity=1)
     theirs = [submit(other_project, priority=9) for _ in range(3)]
-    assert assign() == 1
+    assert claim(spy) == 1
     job = submit(project)
     found = reasons(project, job)
     assert [r.code for r in found] == ["no_worker"]
@@ -317,12 +319,12 @@ def test_an_organization_at_its_plan_limit_says_the_job_starts_when_one_finishes
     org, project, queue
 ):
     set_plan_concurrency(org, 2)
-    register(project, capacity=5)
+    worker = register(project, capacity=5)
     submit(project)
     submit(project)
-    assert assign() == 2
+    assert claim(worker) == 2
     job = submit(project)
-    assert assign() == 0
+    assert claim(worker) == 0
     why = reason(project, job, "plan_limit")
     assert why.message == (
         "Your organization's plan allows 2 running jobs at once, and 2 are running: "
@@ -337,9 +339,9 @@ def test_the_plan_limit_counts_the_running_jobs_of_the_organizations_other_proje
     set_plan_concurrency(org, 1)
     second = Project.objects.create(organization=org, name="second")
     Queue.objects.create(organization=org, project=second, name="default")
-    register(second, "theirs")
+    theirs = register(second, "theirs")
     submit(second)
-    assert assign() == 1
+    assert claim(theirs) == 1
     register(project, "ours")
     job = submit(project)
     assert codes(project, job) == ["plan_limit"]
@@ -351,9 +353,9 @@ def test_an_organization_under_its_plan_limit_has_no_plan_reason(
 ):
     set_plan_concurrency(org, 1)
     # Another organization's running job is not ours.
-    register(other_project, "spy")
+    spy = register(other_project, "spy")
     submit(other_project)
-    assert assign() == 1
+    assert claim(spy) == 1
     register(project)
     job = submit(project)
     assert codes(project, job) == ["next_in_line"]

@@ -1,4 +1,5 @@
-"""GET /api/v1/workers/{id}/jobs?wait=&max=: the long-poll and its NOTIFY wake-up."""
+"""GET /api/v1/workers/{id}/jobs?wait=&max=: the long-poll, which claims its jobs, and its
+NOTIFY wake-up."""
 
 import time
 
@@ -8,7 +9,8 @@ from jobs.models import Job
 from tests.conftest import bearer
 from tests.workers.conftest import InThread, long_polls_waiting, wait_until
 from workers.api import RECHECK_SECONDS
-from workers.dispatcher import Dispatcher
+from workers import services as worker_services
+from workers.models import Worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,10 +35,9 @@ def test_wait_0_answers_at_once_with_no_jobs(fleet):
 
 
 @pytest.mark.covers("workers:jobs", "happy")
-def test_it_answers_at_once_with_the_jobs_already_assigned(fleet, project):
+def test_it_answers_at_once_with_the_jobs_already_pending(fleet, project):
     worker = fleet.register()
     job = fleet.submit(job_type="emails.send", payload={"to": "a@b.c"}, timeout_seconds=90)
-    assert fleet.assign() == 1
     response, took = timed(lambda: fleet.poll(worker, wait=20))
     assert took < 2
     assert response.status_code == 200, response.content
@@ -48,31 +49,61 @@ def test_it_answers_at_once_with_the_jobs_already_assigned(fleet, project):
     assert (delivered["attempt"], delivered["timeout_seconds"]) == (1, 90)
     assert delivered["lease_token"] == str(stored.lease_token)
     assert delivered["lease_expires_at"].endswith("Z")
+    assert (stored.state, str(stored.worker_id), stored.attempts) == ("processing", worker, 1)
     # Delivered once: the next poll does not hand it over again.
     assert fleet.poll(worker, wait=0).json() == {"jobs": []}
     assert Job.objects.for_project(project).filter(delivered_at__isnull=False).count() == 1
 
 
 @pytest.mark.covers("workers:jobs", "happy")
-def test_a_notify_wakes_the_long_poll_well_before_wait_ends(fleet):
+def test_a_submit_wakes_the_long_poll_well_before_wait_ends(fleet):
     worker = fleet.register()
-    job = fleet.submit()
-    assigned_at = []
+    submitted_at = []
 
-    def assign_once_the_poll_sleeps():
+    def submit_once_the_poll_sleeps():
         wait_until(lambda: long_polls_waiting(worker) == 1)
-        assigned = Dispatcher(batch_size=10).assign()
-        assigned_at.append(time.monotonic())
-        return assigned
+        job = fleet.submit()
+        submitted_at.append(time.monotonic())
+        return job
 
-    dispatcher = InThread(assign_once_the_poll_sleeps)
-    dispatcher.start()
+    submitter = InThread(submit_once_the_poll_sleeps)
+    submitter.start()
     response = fleet.poll(worker, wait=10)
     answered_at = time.monotonic()
-    assert dispatcher.join_result() == 1
+    job = submitter.join_result()
     assert [j["id"] for j in response.json()["jobs"]] == [job]
-    # Woken by the NOTIFY, not by the periodic re-check nor the end of the wait.
-    assert answered_at - assigned_at[0] < min(2.0, RECHECK_SECONDS / 2)
+    # Woken by the submit's NOTIFY, not by the periodic re-check nor the end of the wait.
+    assert answered_at - submitted_at[0] < min(2.0, RECHECK_SECONDS / 2)
+
+
+def test_a_submit_to_another_queue_does_not_hand_its_job_to_the_waiting_poll(fleet, project):
+    from queues.models import Queue
+
+    Queue.objects.create(organization=project.organization, project=project, name="other")
+    worker = fleet.register(queues=("default",))
+
+    def submit_elsewhere_once_the_poll_sleeps():
+        wait_until(lambda: long_polls_waiting(worker) == 1)
+        return fleet.submit("other")
+
+    submitter = InThread(submit_elsewhere_once_the_poll_sleeps)
+    submitter.start()
+    assert fleet.poll(worker, wait=1).json() == {"jobs": []}
+    job = submitter.join_result()
+    assert Job.objects.for_project(project).get(pk=job).state == "pending"
+
+
+def test_a_registered_worker_that_stops_polling_gets_no_new_jobs(fleet, project):
+    """A poll is proof of life: jobs go to the worker that asks, never to one registered and
+    heartbeating but not asking (a hung fetch loop, a process paused in a debugger)."""
+    idle = fleet.register("idle", capacity=10)
+    asking = fleet.register("asking", capacity=10)
+    submitted = {fleet.submit() for _ in range(6)}
+    jobs = fleet.poll(asking, max=10).json()["jobs"]
+    assert {j["id"] for j in jobs} == submitted
+    rows = Job.objects.for_project(project).filter(pk__in=submitted)
+    assert {str(w) for w in rows.values_list("worker_id", flat=True)} == {asking}
+    assert not Job.objects.for_project(project).filter(worker_id=idle).exists()
 
 
 @pytest.mark.covers("workers:jobs", "happy")
@@ -86,7 +117,6 @@ def test_it_answers_no_jobs_once_wait_runs_out(fleet):
 def test_bad_wait_or_max_is_400_naming_the_parameter(fleet, refused, snapshot):
     worker = fleet.register()
     fleet.submit()
-    fleet.assign()
     before = snapshot()
     for params in (
         {"wait": "31"},
@@ -110,7 +140,6 @@ def test_bad_wait_or_max_is_400_naming_the_parameter(fleet, refused, snapshot):
 def test_max_limits_how_many_jobs_one_poll_takes(fleet):
     worker = fleet.register(capacity=5)
     submitted = {fleet.submit() for _ in range(3)}
-    assert fleet.assign() == 3
     first = fleet.poll(worker, max=2).json()["jobs"]
     second = fleet.poll(worker, max=2).json()["jobs"]
     assert (len(first), len(second)) == (2, 1)
@@ -119,15 +148,15 @@ def test_max_limits_how_many_jobs_one_poll_takes(fleet):
 
 def test_without_max_a_poll_takes_up_to_the_workers_capacity(fleet):
     worker = fleet.register(capacity=2)
-    for _ in range(2):
+    for _ in range(3):
         fleet.submit()
-    fleet.assign()
     assert len(fleet.poll(worker).json()["jobs"]) == 2
+    # Its two slots are busy: nothing more until one frees.
+    assert fleet.poll(worker, max=5).json() == {"jobs": []}
 
 
 def test_two_concurrent_long_polls_of_one_worker_get_each_job_once(fleet, make_api_key):
     worker = fleet.register(capacity=3)
-    submitted = {fleet.submit() for _ in range(3)}
     _, raw = make_api_key(scopes=["workers"])
 
     def poll():
@@ -138,24 +167,36 @@ def test_two_concurrent_long_polls_of_one_worker_get_each_job_once(fleet, make_a
     for thread in polls:
         thread.start()
     wait_until(lambda: long_polls_waiting(worker) == 2)
-    assert Dispatcher(batch_size=10).assign() == 3
+    submitted = {fleet.submit() for _ in range(5)}
     delivered = [job["id"] for thread in polls for job in thread.join_result()]
-    assert sorted(delivered) == sorted(submitted)
-    assert Job.objects.all_tenants().filter(delivered_at__isnull=True).count() == 0
+    # Each job once (each poll answers as soon as it has claimed one), and never more than
+    # the worker's capacity between the two polls.
+    assert len(delivered) == len(set(delivered))
+    assert 2 <= len(delivered) <= 3
+    assert set(delivered) <= submitted
+    assert Job.objects.all_tenants().filter(state="processing").count() == len(delivered)
 
 
-def test_a_draining_worker_with_nothing_assigned_gets_no_jobs(fleet, wapi):
+def test_a_draining_worker_gets_no_jobs(fleet, wapi):
     worker = fleet.register()
     wapi.post(f"{URL}/{worker}/drain")
     fleet.submit()
-    assert fleet.assign() == 0
     assert fleet.poll(worker, wait=0).json() == {"jobs": []}
+    assert Job.objects.all_tenants().get().state == "pending"
+
+
+def test_an_offline_worker_gets_no_jobs_until_its_heartbeat_brings_it_back(fleet, wapi):
+    worker = fleet.register()
+    Worker.objects.all_tenants().filter(pk=worker).update(status="offline")
+    job = fleet.submit()
+    assert fleet.poll(worker, wait=0).json() == {"jobs": []}
+    assert wapi.post(f"{URL}/{worker}/heartbeat", {"running": []}, format="json").status_code == 200
+    assert [j["id"] for j in fleet.poll(worker, wait=0).json()["jobs"]] == [job]
 
 
 def test_a_viewer_cannot_take_a_workers_jobs_with_a_long_poll(fleet, viewer_jwt, refused):
     worker = fleet.register()
     job = fleet.submit()
-    fleet.assign()
     refused(fleet.poll(worker, client=viewer_jwt), 403, "permission_denied")
     assert [j["id"] for j in fleet.poll(worker).json()["jobs"]] == [job]
 

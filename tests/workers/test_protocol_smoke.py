@@ -1,12 +1,10 @@
-import threading
 import time
 
 import pytest
-from django.db import connections
 from rest_framework.test import APIClient
 
 from jobs.models import Job
-from workers.dispatcher import Dispatcher
+from tests.workers.conftest import InThread, long_polls_waiting, wait_until
 
 
 @pytest.fixture
@@ -36,23 +34,23 @@ def test_a_worker_registers_long_polls_and_reports(worker_client, queue):
     empty = worker_client.get(f"/api/v1/workers/{worker_id}/jobs?wait=0")
     assert empty.json() == {"jobs": []}
 
-    job = worker_client.post(
-        "/api/v1/jobs", {"queue": "default", "job_type": "t"}, format="json"
-    ).json()
+    # A client submits while the long-poll waits: the submit's NOTIFY wakes it, and the poll
+    # claims the job.
+    def submit_once_the_poll_waits() -> dict:
+        wait_until(lambda: long_polls_waiting(worker_id) == 1)
+        body = {"queue": "default", "job_type": "t"}
+        submitted: dict = worker_client.post("/api/v1/jobs", body, format="json").json()
+        return submitted
 
-    # The dispatcher assigns while the long-poll waits: the NOTIFY wakes it.
-    def assign_soon() -> None:
-        time.sleep(0.5)
-        Dispatcher(batch_size=10).assign()
-        connections.close_all()
-
-    timer = threading.Thread(target=assign_soon)
-    timer.start()
+    submitter = InThread(submit_once_the_poll_waits)
+    submitter.start()
     started = time.monotonic()
     fetched = worker_client.get(f"/api/v1/workers/{worker_id}/jobs?wait=10").json()["jobs"]
-    timer.join()
+    job = submitter.join_result()
     assert [j["id"] for j in fetched] == [job["id"]]
     assert time.monotonic() - started < 9
+    stored = Job.objects.all_tenants().get(pk=job["id"])
+    assert (stored.state, str(stored.worker_id)) == ("processing", worker_id)
 
     stale = worker_client.post(
         f"/api/v1/jobs/{job['id']}/complete",

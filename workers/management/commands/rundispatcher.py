@@ -8,8 +8,9 @@ from workers.dispatcher import Dispatcher
 
 class Command(BaseCommand):
     help = (
-        "Run the TaskForge dispatcher: promote due jobs, assign pending jobs to workers, "
-        "expire leases of silent workers. Run as many as you like against one database. "
+        "Run the TaskForge dispatcher: promote due jobs, fire cron schedules, expire leases "
+        "of silent workers (workers claim their jobs themselves when they fetch). Run as many "
+        "as you like against one database. "
         "First SIGTERM/SIGINT finishes the current step and exits 0; a second exits at once."
     )
 
@@ -19,7 +20,7 @@ class Command(BaseCommand):
             "--poll-interval",
             type=float,
             default=None,
-            help="Seconds between ticks when no NOTIFY arrives (default TASKFORGE_POLL_INTERVAL).",
+            help="Seconds between ticks when no step is behind (default TASKFORGE_POLL_INTERVAL).",
         )
         parser.add_argument(
             "--batch-size",

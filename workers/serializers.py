@@ -6,9 +6,10 @@ from typing import Any
 
 from rest_framework import serializers
 
-from taskforge.lib.serializers import BoundedListField, StrictSerializer
+from jobs.limits import JOB_TYPE_MAX_LENGTH
+from taskforge.lib.serializers import BoundedListField, StrictCharField, StrictSerializer
 from workers.models import Worker, WorkerType
-from workers.services import QueueWeight
+from workers.services import MAX_JOB_TYPES, QueueWeight
 
 
 class QueueWeightSerializer(StrictSerializer):
@@ -43,6 +44,21 @@ class RegisterWorkerSerializer(StrictSerializer):
         "'worker restarted' and retried, so a restarted worker's slots are free at once. A "
         "process that just started sends none.",
     )
+    job_types = BoundedListField(
+        child=StrictCharField(max_length=JOB_TYPE_MAX_LENGTH),
+        required=False,
+        allow_null=True,
+        default=None,
+        max_length=MAX_JOB_TYPES,
+        help_text="The job types this worker has handlers for (each named once): a fetch claims "
+        "only jobs of these types, and a job whose type no online worker handles waits. Null "
+        "or absent: any type. Registering again replaces the list.",
+    )
+
+    def validate_job_types(self, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise serializers.ValidationError("A job type is named twice.")
+        return value
 
 
 class WorkerSerializer(serializers.ModelSerializer[Worker]):
@@ -53,7 +69,7 @@ class WorkerSerializer(serializers.ModelSerializer[Worker]):
         model = Worker
         fields = [
             "id", "name", "worker_type", "status", "capacity", "last_heartbeat", "endpoint_url",
-            "metadata", "queues", "running", "created_at",
+            "metadata", "job_types", "queues", "running", "created_at",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -76,6 +92,19 @@ class HeartbeatSerializer(StrictSerializer):
 
 class HeartbeatResponseSerializer(serializers.Serializer[Any]):
     status = serializers.CharField()
+
+
+class HeartbeatAnswerSerializer(serializers.Serializer[Any]):
+    status = serializers.ChoiceField(
+        choices=["online", "draining"],
+        help_text="draining: finish what you hold, fetch nothing more.",
+    )
+    cancelled = serializers.ListField(
+        child=serializers.UUIDField(),
+        help_text="Jobs named in `running` that an operator cancelled while they ran: stop "
+        "them. Each keeps its slot counted busy while the heartbeats name it; reporting its "
+        "result (outcome `conflict`) or no longer naming it frees the slot.",
+    )
 
 
 class AssignedJobSerializer(serializers.Serializer[Any]):

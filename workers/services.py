@@ -15,15 +15,19 @@ from accounts.audit import SYSTEM, Actor, record_audit
 from accounts.models import Project
 from jobs import queries
 from jobs import services as job_services
+from jobs.limits import JOB_TYPE_MAX_LENGTH
 from queues.models import Queue
 from taskforge import conf
 from taskforge.lib.errors import ValidationFailed
 from taskforge.lib.jsonlimits import storable_json
+from workers import protocol_sql
 from workers.exceptions import WorkerNotFound, WorkerOffline
 from workers.models import QueueWorkerAssignment, Worker, WorkerStatus, WorkerType
 
 # last_error of the jobs a worker's old process held when the worker registered again.
 RESTARTED = "worker restarted: its new process does not run this job"
+# The most job types one worker may declare (its handlers).
+MAX_JOB_TYPES = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,7 @@ def register_worker(
     endpoint_url: str = "",
     metadata: dict[str, Any] | None = None,
     running: Sequence[UUID] = (),
+    job_types: Sequence[str] | None = None,
 ) -> tuple[Worker, bool]:
     """Register a worker, or re-register the one of this name (same id); say if it is new.
 
@@ -62,6 +67,9 @@ def register_worker(
     ("worker restarted": retried after the queue's backoff, or dead when out of attempts), in
     the same transaction, and the worker's slots are free for new work immediately instead of
     after a whole lease. A late result from the old process is then refused as stale.
+
+    ``job_types`` are the types the worker has handlers for: its fetches claim only those.
+    None: any type. Registering again replaces them.
     """
     if worker_type not in WorkerType.values:
         raise ValidationFailed(
@@ -71,6 +79,7 @@ def register_worker(
         raise ValidationFailed("capacity: must be 1 to 10000", details={"field": "capacity"})
     # Checked like a job's payload: NUL, a lone surrogate or NaN would fail the UPDATE.
     storable_json(metadata or {}, field="metadata")
+    types = _checked_job_types(job_types)
     with transaction.atomic(durable=True):
         worker, created = (
             Worker.objects.for_project(project)
@@ -84,6 +93,7 @@ def register_worker(
         worker.capacity = capacity
         worker.endpoint_url = endpoint_url
         worker.metadata = metadata or {}
+        worker.job_types = types
         worker.status = WorkerStatus.ONLINE
         worker.last_heartbeat = Now()
         worker.save()
@@ -92,16 +102,43 @@ def register_worker(
             job_services.fail_worker_jobs_in_transaction(
                 project, worker.pk, keep=running, error=RESTARTED
             )
-        queries.notify([queries.DISPATCH_CHANNEL])
     worker.refresh_from_db(fields=["last_heartbeat"])
     return worker, created
+
+
+def _checked_job_types(job_types: Sequence[str] | None) -> list[str] | None:
+    """The declared job types as stored (None: any type); ValidationFailed names the bad one."""
+    if job_types is None:
+        return None
+    if isinstance(job_types, str) or len(job_types) > MAX_JOB_TYPES:
+        raise ValidationFailed(
+            f"job_types: must be a list of at most {MAX_JOB_TYPES} job types, or null",
+            details={"field": "job_types"},
+        )
+    for index, job_type in enumerate(job_types):
+        if not isinstance(job_type, str) or not 1 <= len(job_type) <= JOB_TYPE_MAX_LENGTH:
+            raise ValidationFailed(
+                f"job_types[{index}]: must be a string of 1 to {JOB_TYPE_MAX_LENGTH} characters",
+                details={"field": "job_types", "index": index},
+            )
+        if "\x00" in job_type:
+            raise ValidationFailed(
+                f"job_types[{index}]: must not contain NUL characters",
+                details={"field": "job_types", "index": index},
+            )
+    if len(set(job_types)) != len(job_types):
+        raise ValidationFailed(
+            "job_types: a job type is named twice", details={"field": "job_types"}
+        )
+    return list(job_types)
 
 
 def set_queue_assignments(project: Project, worker: Worker, queues: Sequence[QueueWeight]) -> None:
     """Replace the worker's queue assignments."""
     with transaction.atomic(durable=True):
         _replace_assignments(project, worker, queues)
-        queries.notify([queries.DISPATCH_CHANNEL])
+        # A long-poll of this worker waits on its old queues' notifications: it claims again.
+        queries.notify([queries.worker_channel(worker.pk)])
 
 
 def _replace_assignments(project: Project, worker: Worker, queues: Sequence[QueueWeight]) -> None:
@@ -133,22 +170,30 @@ def _replace_assignments(project: Project, worker: Worker, queues: Sequence[Queu
     )
 
 
-def heartbeat(project: Project, worker: Worker, *, running: Sequence[UUID]) -> str:
-    """Record that the worker is alive, extend the leases of the jobs it runs; return its status.
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A heartbeat's answer: the worker's status, and the jobs it named that were cancelled."""
 
-    Naming a delivered job acknowledges its delivery: from then on it has the whole lease.
+    status: str
+    cancelled: list[UUID]
+
+
+def heartbeat(project: Project, worker: Worker, *, running: Sequence[UUID]) -> Heartbeat:
+    """Record that the worker is alive and what it runs, in one statement (heartbeat.sql).
+
+    The worker comes back online unless it drains; the leases of the named jobs it holds are
+    pushed back (naming a delivered job acknowledges its delivery), and so is the hold of the
+    named ones an operator cancelled while they ran, which the answer lists so the worker can
+    stop them; held cancelled jobs it no longer names are released (their slots count free).
+    WorkerNotFound when the worker was deleted meanwhile.
     """
-    with transaction.atomic(durable=True):
-        updated = Worker.objects.for_project(project).filter(pk=worker.pk)
-        # A worker the dispatcher marked offline comes back online; draining stays draining.
-        updated.exclude(status=WorkerStatus.DRAINING).update(
-            status=WorkerStatus.ONLINE, last_heartbeat=Now()
-        )
-        updated.filter(status=WorkerStatus.DRAINING).update(last_heartbeat=Now())
-        if running:
-            queries.extend_leases(worker.pk, running, lease_seconds=conf.lease_seconds())
-    worker.refresh_from_db(fields=["status", "last_heartbeat"])
-    return worker.status
+    answer = protocol_sql.heartbeat(
+        project.pk, worker.pk, running=running, lease_seconds=conf.lease_seconds()
+    )
+    if answer is None:
+        raise WorkerNotFound(f"worker {worker.pk} not found")
+    worker.status = answer.status
+    return Heartbeat(answer.status, answer.cancelled)
 
 
 def drain_worker(project: Project, worker: Worker, *, actor: Actor = SYSTEM) -> Worker:
@@ -194,17 +239,9 @@ def count_online_workers(project: Project, queue: Queue) -> int:
 
 
 def deregister_worker(project: Project, worker: Worker) -> None:
-    """Remove the worker; jobs it still holds are retried at once as failed attempts."""
+    """Remove the worker; jobs it still holds are retried at once as failed attempts, and
+    those cancelled while they ran there no longer keep a slot (expire_worker_leases.sql)."""
     with transaction.atomic(durable=True):
         queries.expire_worker_leases([worker.pk])
         Worker.objects.for_project(project).filter(pk=worker.pk).delete()
-        queries.notify([queries.DISPATCH_CHANNEL, queries.worker_channel(worker.pk)])
-
-
-def fetch_jobs(project: Project, worker: Worker, *, limit: int) -> list[queries.AssignedJob]:
-    """Deliver the jobs assigned to the worker and not fetched yet. Until a heartbeat names
-    them (heartbeat()), their leases last only TASKFORGE_ACK_TIMEOUT_SECONDS."""
-    with transaction.atomic(durable=True):
-        return queries.fetch_assigned(
-            worker.pk, limit=limit, ack_seconds=conf.ack_timeout_seconds()
-        )
+        queries.notify([queries.worker_channel(worker.pk)])

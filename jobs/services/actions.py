@@ -1,10 +1,20 @@
-"""An operator's actions on one job: cancel, retry (a queue's purge: queue_jobs.py)."""
+"""An operator's actions on one job: cancel, retry (a queue's purge: queue_jobs.py).
+
+Cancelling a running job cannot stop its handler: the worker learns of it from its next
+heartbeat's answer. Until the worker reports the job gone (its result, refused, or heartbeats
+that no longer name it), the job keeps its slot: state cancelled, lease_token NULL (its
+result is refused), worker_id kept, lease_expires_at a lease ahead, which the worker's
+heartbeats push back ("held": index job_worker_held_cancelled). The claim counts the worker
+busy with it, so a worker does not get a new job while the cancelled one still runs.
+"""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from uuid import UUID
 
 from django.db import transaction
+from django.db.models import Case, DateTimeField, Value, When
 from django.db.models.functions import Now
 
 from accounts.audit import SYSTEM, Actor, record_audit
@@ -13,6 +23,17 @@ from jobs import queries
 from jobs.exceptions import JobNotCancellable, JobNotRetryable
 from jobs.models import ExecutionStatus, Job, JobExecution, JobState
 from jobs.services import graph, lookup
+from taskforge import conf
+
+
+def cancelled_lease() -> Case:
+    """lease_expires_at for a cancel, whatever the job's state: a running job is held for a
+    lease from now (the state read is the row's before the UPDATE); any other has none."""
+    held = Now() + Value(timedelta(seconds=conf.lease_seconds()))
+    return Case(
+        When(state=JobState.PROCESSING, then=held), default=None, output_field=DateTimeField()
+    )
+
 
 # --- Operator actions --------------------------------------------------------------------------
 
@@ -20,7 +41,8 @@ from jobs.services import graph, lookup
 def cancel_job(
     project: Project, job_id: UUID, *, actor: Actor = SYSTEM, reason: str = "cancelled by user"
 ) -> Job:
-    """Cancel a job that has not finished; a running attempt's result will be refused (409)."""
+    """Cancel a job that has not finished; a running attempt's result will be refused (409),
+    and the job holds its worker's slot until the worker reports it gone (module docstring)."""
     with transaction.atomic(durable=True):
         job = lookup.locked_job(project, job_id)
         if job.is_terminal:
@@ -34,7 +56,7 @@ def cancel_job(
             last_error=reason,
             finished_at=Now(),
             lease_token=None,
-            lease_expires_at=None,
+            lease_expires_at=cancelled_lease(),
         )
         graph.settle([(job.pk, f"cancelled: ancestor job {job.pk} was cancelled")], [job.batch_id])
         record_audit(
@@ -75,7 +97,7 @@ def retry_job(project: Project, job_id: UUID, *, actor: Actor = SYSTEM) -> Job:
             delivered_at=None,
         )
         if state == JobState.PENDING:
-            queries.notify([queries.DISPATCH_CHANNEL])
+            queries.notify_ready([job.queue_id])
         record_audit(
             project.organization_id,
             "job.retried",

@@ -15,6 +15,7 @@ from accounts.models import Project
 from jobs import queries
 from jobs.models import TERMINAL_STATES, ExecutionStatus, Job, JobExecution, JobState
 from jobs.services import batches, graph, listing
+from jobs.services.actions import cancelled_lease
 from jobs.services.listing import JobQuery
 from taskforge.lib.errors import ValidationFailed
 
@@ -91,9 +92,10 @@ def _bulk_cancel(project: Project, ids: list[UUID]) -> None:
         job__in=jobs.filter(state=JobState.PROCESSING), lease_token=F("job__lease_token")
     ).update(status=ExecutionStatus.FAILED, error=reason, finished_at=Now())
     batch_ids = set(jobs.exclude(batch=None).order_by().values_list("batch_id", flat=True))
+    # A running job keeps worker_id and is held for a lease (jobs/services/actions.py).
     jobs.update(
         state=JobState.CANCELLED, last_error=reason, finished_at=Now(), lease_token=None,
-        lease_expires_at=None,
+        lease_expires_at=cancelled_lease(),
     )  # fmt: skip
     graph.settle([(pk, f"cancelled: ancestor job {pk} was cancelled") for pk in ids], batch_ids)
 

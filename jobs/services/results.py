@@ -1,6 +1,11 @@
 """What workers report: results (complete, fail, many at once), log lines, and the
 engine's lease expiry, which fails an attempt whose worker went silent; and the attempts a
 worker's old process took with it when the worker registers again.
+
+A job an operator cancelled while it ran stays on its worker's slot ("held": state
+cancelled, worker_id kept, lease_expires_at set; jobs/services/actions.py). Its result is
+refused like any stale one, but it tells that the worker no longer runs the job, so it
+releases the hold (lease_expires_at NULL) and the slot counts free again.
 """
 
 from __future__ import annotations
@@ -72,11 +77,14 @@ def _stale_message(job_id: UUID) -> str:
 
 
 def report_results(
-    project: Project, items: Sequence[ResultItem]
+    project: Project, items: Sequence[ResultItem], *, worker_id: UUID | None = None
 ) -> dict[UUID, queries.Outcome | None]:
     """Apply many results to the project's jobs in one transaction; return each job's outcome
     (None: a stale lease, or not a job of this project; state BUSY: another transaction held
     the job's row, so the result was not applied and the caller should send it again).
+
+    A stale result of a job held cancelled releases the hold when it carries the token of the
+    attempt that ran on the holding worker (and, given ``worker_id``, that worker reports it).
 
     Nothing waits for a row lock on a job: one locked row must not hold up the other results
     of the batch, nor the worker's slots behind them (complete_jobs.sql)."""
@@ -111,12 +119,73 @@ def report_results(
         if failed:
             outcomes.update((o.job_id, o) for o in queries.fail_jobs(project.pk, failed))
         applied = [o for o in outcomes.values() if o is not None and o.state != queries.BUSY]
+        stale = [item for item in items if outcomes[item.job_id] is None]
+        if stale:
+            freed = _release_held(project, stale, worker_id=worker_id)
+            # A long-poll of the worker may wait for that slot: its queues' waiters re-check.
+            queries.notify_ready(freed)
         cascade = graph.cascade_failures(applied)
         batches.fire_batch_callbacks(graph.owed_batches(applied, cascade))
-        # Freed slots and released children are new work for the dispatchers.
-        if applied or released or cascade.released:
+        # Released children are new work for the long-polls. Freed slots are not: a worker
+        # asks for as many jobs as it has free slots.
+        if released or cascade.released:
             queries.notify([queries.DISPATCH_CHANNEL])
     return outcomes
+
+
+def _release_held(
+    project: Project, stale: Sequence[ResultItem], *, worker_id: UUID | None
+) -> list[UUID]:
+    """Release the held cancelled jobs among ``stale`` whose result came from the attempt that
+    was cancelled (the job's last, on the worker holding it); return their queues.
+
+    The lease token identifies the attempt: its JobExecution row (unique per job and token)
+    records the attempt's number and the worker it ran on. Rows another transaction holds
+    are skipped, like every write of the completion path; the worker's heartbeats, which
+    stop naming the job, release it then."""
+    tokens = {item.job_id: item.lease_token for item in stale}
+    attempts = (
+        JobExecution.objects.for_project(project)
+        .filter(job_id__in=list(tokens), lease_token__in=list(tokens.values()))
+        .values_list("job_id", "lease_token", "attempt", "worker_id")
+    )
+    ran = {
+        job_id: (attempt, ran_on)
+        for job_id, token, attempt, ran_on in attempts
+        if tokens[job_id] == token and (worker_id is None or ran_on == worker_id)
+    }
+    if not ran:
+        return []
+    held = (
+        Job.objects.for_project(project)
+        .filter(pk__in=list(ran), state=JobState.CANCELLED, lease_expires_at__isnull=False)
+        .select_for_update(skip_locked=True, no_key=True)
+        .values_list("pk", "attempts", "worker_id", "queue_id")
+    )
+    released = {
+        pk: queue_id for pk, attempt, holder, queue_id in held if ran[pk] == (attempt, holder)
+    }
+    if not released:
+        return []
+    Job.objects.for_project(project).filter(pk__in=list(released)).update(lease_expires_at=None)
+    return sorted(set(released.values()))
+
+
+def _release_worker_held(project: Project, worker_id: UUID, *, keep: Sequence[UUID]) -> int:
+    """Release the worker's held cancelled jobs except ``keep``; return how many. Rows another
+    transaction holds are skipped: the worker's heartbeats, which do not name them, release
+    them."""
+    held = (
+        Job.objects.for_project(project)
+        .filter(worker_id=worker_id, state=JobState.CANCELLED, lease_expires_at__isnull=False)
+        .exclude(pk__in=list(keep))
+        .select_for_update(skip_locked=True, no_key=True)
+        .values_list("pk", flat=True)
+    )
+    ids = list(held)
+    if not ids:
+        return 0
+    return Job.objects.for_project(project).filter(pk__in=ids).update(lease_expires_at=None)
 
 
 def expire_leases(*, limit: int) -> int:
@@ -146,10 +215,13 @@ def fail_worker_jobs_in_transaction(
 
     Each is a failed attempt like a worker-reported one: retried after the queue's backoff, or
     dead when out of attempts, with the cascade and batch callbacks that follow. A row another
-    transaction holds is skipped (lock_worker_jobs.sql) and left to lease expiry.
+    transaction holds is skipped (lock_worker_jobs.sql) and left to lease expiry. The jobs
+    cancelled while they ran there and still held (not in ``keep``) are released: the new
+    process does not run them.
     """
     if not connection.in_atomic_block:
         raise RuntimeError("fail_worker_jobs_in_transaction needs the caller's transaction")
+    _release_worker_held(project, worker_id, keep=keep)
     held = queries.lock_worker_jobs(project.pk, worker_id, keep=keep)
     if not held:
         return 0
@@ -157,8 +229,9 @@ def fail_worker_jobs_in_transaction(
     outcomes = [o for o in queries.fail_jobs(project.pk, items) if o.state != queries.BUSY]
     cascade = graph.cascade_failures(outcomes)
     batches.fire_batch_callbacks(graph.owed_batches(outcomes, cascade))
-    # Freed slots (and released children) are work for the dispatchers.
-    queries.notify([queries.DISPATCH_CHANNEL])
+    # Released children are new work for the long-polls.
+    if cascade.released:
+        queries.notify([queries.DISPATCH_CHANNEL])
     return len(outcomes)
 
 

@@ -3,6 +3,8 @@
 from datetime import timedelta
 
 import pytest
+from django.db.models import F
+from django.db.models.functions import Now
 
 from accounts.models import AuditLog
 from jobs import services
@@ -10,17 +12,20 @@ from jobs.exceptions import JobNotCancellable, JobNotRetryable, StaleLease
 from jobs.models import ExecutionStatus, Job, JobExecution, JobState
 from jobs.specs import JobSpec
 from queues import services as queue_services
-from taskforge import queue_ops
+from taskforge import conf, queue_ops
+from workers import claiming
 from workers import services as worker_services
 from workers.dispatcher import Dispatcher
+from workers.models import Worker
 
 
-def register(project, queues=("default",)):
+def register(project, queues=("default",), name="w1", running=()):
     worker, _ = worker_services.register_worker(
         project,
-        name="w1",
+        name=name,
         queues=[worker_services.QueueWeight(q) for q in queues],
         capacity=10,
+        running=running,
     )
     return worker
 
@@ -31,8 +36,8 @@ def submit(project, queue="default", **fields):
 
 
 def claim(project, worker):
-    Dispatcher(batch_size=100).assign()
-    return {a.id: a.lease_token for a in worker_services.fetch_jobs(project, worker, limit=100)}
+    """Fetch as the worker does (the fetch claims): {job id: lease token}."""
+    return {a.id: a.lease_token for a in claiming.claim(project, worker.pk, limit=100).jobs}
 
 
 def kill(project, worker, job):
@@ -83,6 +88,138 @@ def test_it_refuses_the_result_of_a_job_cancelled_while_processing(project, queu
     assert job.state == JobState.CANCELLED
     assert job.result is None
     assert JobExecution.objects.all_tenants().get(job=job).status == ExecutionStatus.FAILED
+
+
+# --- a running job cancelled: its slot stays held until the worker reports it gone ------------
+
+
+def held_for(job):
+    """Seconds the job's hold on its worker's slot has left (None: not held)."""
+    left = (
+        Job.objects.all_tenants()
+        .filter(pk=job.pk)
+        .values_list(F("lease_expires_at") - Now(), flat=True)[0]
+    )
+    return None if left is None else left.total_seconds()
+
+
+def assert_held(job, worker):
+    job.refresh_from_db()
+    assert (job.state, job.lease_token, job.worker_id) == (JobState.CANCELLED, None, worker.pk)
+    assert conf.lease_seconds() - 5 < held_for(job) <= conf.lease_seconds()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancelling_a_running_job_keeps_its_worker_and_holds_the_slot_for_a_lease(project, queue):
+    worker = register(project)
+    job = submit(project)
+    claim(project, worker)
+
+    services.cancel_job(project, job.pk)
+
+    assert_held(job, worker)
+    assert JobExecution.objects.all_tenants().get(job=job).status == ExecutionStatus.FAILED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancelling_a_job_that_is_not_running_holds_nothing(project, queue):
+    job = submit(project)
+    services.cancel_job(project, job.pk)
+    job.refresh_from_db()
+    assert (job.state, job.worker_id, job.lease_expires_at) == (JobState.CANCELLED, None, None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bulk_cancel_holds_the_running_jobs_only(project, queue):
+    worker = register(project)
+    running = [submit(project), submit(project)]
+    claim(project, worker)
+    waiting = submit(project)
+
+    assert services.bulk_action(project, "cancel", ids=[*(j.pk for j in running), waiting.pk]) == 3
+
+    for job in running:
+        assert_held(job, worker)
+    waiting.refresh_from_db()
+    assert (waiting.state, waiting.lease_expires_at) == (JobState.CANCELLED, None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_result_of_a_held_job_is_refused_and_frees_the_slot(project, queue):
+    worker = register(project)
+    completed, failed = submit(project), submit(project)
+    tokens = claim(project, worker)
+    services.cancel_job(project, completed.pk)
+    services.cancel_job(project, failed.pk)
+
+    with pytest.raises(StaleLease):
+        services.complete_job(project, completed.pk, lease_token=tokens[completed.pk], result=1)
+    with pytest.raises(StaleLease):
+        services.fail_job(project, failed.pk, lease_token=tokens[failed.pk], error="x")
+
+    for job in (completed, failed):
+        job.refresh_from_db()
+        assert (job.state, job.result, job.lease_expires_at) == (JobState.CANCELLED, None, None)
+        assert job.worker_id == worker.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_of_results_frees_the_slot_only_when_the_holding_worker_reports_it(project, queue):
+    worker = register(project)
+    other = register(project, name="w2")
+    job = submit(project)
+    token = claim(project, worker)[job.pk]
+    services.cancel_job(project, job.pk)
+    item = services.ResultItem(job.pk, token, True)
+
+    assert services.report_results(project, [item], worker_id=other.pk) == {job.pk: None}
+    assert_held(job, worker)
+    assert services.report_results(project, [item], worker_id=worker.pk) == {job.pk: None}
+    assert held_for(job) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_deregistered_worker_no_longer_holds_its_cancelled_jobs(project, queue):
+    worker = register(project)
+    job = submit(project)
+    claim(project, worker)
+    services.cancel_job(project, job.pk)
+
+    worker_services.deregister_worker(project, worker)
+
+    job.refresh_from_db()
+    assert (job.state, job.lease_expires_at) == (JobState.CANCELLED, None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_marked_offline_no_longer_holds_its_cancelled_jobs(project, queue):
+    worker = register(project)
+    cancelled, running = submit(project), submit(project)
+    claim(project, worker)
+    services.cancel_job(project, cancelled.pk)
+    Worker.objects.for_project(project).update(last_heartbeat=Now() - timedelta(hours=1))
+
+    assert Dispatcher(batch_size=100).mark_silent_workers() == 1
+
+    cancelled.refresh_from_db()
+    running.refresh_from_db()
+    assert (cancelled.state, cancelled.lease_expires_at) == (JobState.CANCELLED, None)
+    # The running one's lease ends now, as before: lease expiry retries it.
+    assert running.state == JobState.PROCESSING and held_for(running) <= 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_re_registration_keeps_only_the_held_jobs_its_new_process_still_runs(project, queue):
+    worker = register(project)
+    kept, gone = submit(project), submit(project)
+    claim(project, worker)
+    services.cancel_job(project, kept.pk)
+    services.cancel_job(project, gone.pk)
+
+    register(project, running=[kept.pk])
+
+    assert_held(kept, worker)
+    assert held_for(gone) is None
 
 
 @pytest.mark.parametrize("ending", ["succeeded", "dead", "cancelled"])
@@ -164,10 +301,10 @@ def test_it_cancels_the_blocked_children_of_purged_jobs(project, queue):
 
 @pytest.mark.django_db(transaction=True)
 def test_it_assigns_nothing_from_a_paused_queue(project, queue):
-    register(project)
+    worker = register(project)
     submit(project)
     queue_services.pause_queue(queue)
-    assert Dispatcher(batch_size=100).assign() == 0
+    assert claim(project, worker) == {}
     assert Job.objects.all_tenants().get().state == JobState.PENDING
 
 
@@ -176,7 +313,7 @@ def test_it_assigns_again_from_a_resumed_queue(project, queue):
     worker = register(project)
     job = submit(project)
     queue_services.pause_queue(queue)
-    Dispatcher(batch_size=100).assign()
+    assert claim(project, worker) == {}
     queue_services.resume_queue(queue)
     assert set(claim(project, worker)) == {job.pk}
 

@@ -10,6 +10,7 @@ from jobs import services
 from jobs.exceptions import StaleLease
 from jobs.models import ExecutionLog, ExecutionStatus, Job, JobExecution, JobState
 from jobs.specs import JobSpec
+from workers import claiming
 from workers import services as worker_services
 from workers.dispatcher import Dispatcher
 
@@ -30,9 +31,8 @@ def submit(project, queue="default", **fields):
 
 
 def claim(project, worker):
-    """Assign what is pending and deliver it to the worker: {job id: AssignedJob}."""
-    Dispatcher(batch_size=100).assign()
-    return {a.id: a for a in worker_services.fetch_jobs(project, worker, limit=100)}
+    """The worker fetches (and so claims) what is pending: {job id: AssignedJob}."""
+    return {a.id: a for a in claiming.claim(project, worker.pk, limit=100).jobs}
 
 
 def jobs(*ids):
@@ -290,10 +290,10 @@ def test_it_extends_the_lease_on_heartbeat_only_for_the_workers_own_jobs(project
     jobs(mine.pk, theirs.pk).update(lease_expires_at=Now() + timedelta(seconds=5))
     before = dict(jobs(mine.pk, theirs.pk).values_list("pk", "lease_expires_at"))
 
-    status = worker_services.heartbeat(project, mine_worker, running=[mine.pk, theirs.pk])
+    answer = worker_services.heartbeat(project, mine_worker, running=[mine.pk, theirs.pk])
 
     after = dict(jobs(mine.pk, theirs.pk).values_list("pk", "lease_expires_at"))
-    assert status == "online"
+    assert (answer.status, answer.cancelled) == ("online", [])
     assert after[mine.pk] > before[mine.pk] + timedelta(seconds=500)
     assert after[theirs.pk] == before[theirs.pk]
 

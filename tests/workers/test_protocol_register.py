@@ -12,8 +12,10 @@ import pytest
 from django.db.models.functions import Now
 
 from jobs.models import ExecutionStatus, Job, JobExecution, JobState
+from taskforge.lib.errors import ValidationFailed
 from tests.conftest import bearer
 from tests.workers.conftest import InThread
+from workers import services
 from workers.dispatcher import Dispatcher
 from workers.models import QueueWorkerAssignment, Worker, WorkerStatus
 
@@ -22,7 +24,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 URL = "/api/v1/workers"
 WORKER_FIELDS = {
     "id", "name", "worker_type", "status", "capacity", "last_heartbeat", "endpoint_url",
-    "metadata", "queues", "running", "created_at",
+    "metadata", "job_types", "queues", "running", "created_at",
 }  # fmt: skip
 
 
@@ -185,6 +187,79 @@ def test_an_outsider_registers_its_own_worker_and_cannot_serve_our_queues(
     assert assignments(ours.json()["id"]) == [("default", 1, True)]
 
 
+# --- job types -------------------------------------------------------------------------------
+
+
+def stored_job_types(project):
+    return Worker.objects.for_project(project).get().job_types
+
+
+@pytest.mark.covers("workers:list", "happy")
+def test_it_stores_and_shows_the_job_types_and_registering_again_replaces_them(wapi, project):
+    first = register(wapi, job_types=["emails.send", "reports.build"])
+    assert first.status_code == 201, first.content
+    assert first.json()["job_types"] == ["emails.send", "reports.build"]
+    assert stored_job_types(project) == ["emails.send", "reports.build"]
+    assert wapi.get(URL).json()["results"][0]["job_types"] == ["emails.send", "reports.build"]
+
+    again = register(wapi, job_types=["images.resize"])
+    assert (again.status_code, again.json()["job_types"]) == (200, ["images.resize"])
+    assert stored_job_types(project) == ["images.resize"]
+
+    # Null, or no job_types at all: any type.
+    assert register(wapi, job_types=None).json()["job_types"] is None
+    assert stored_job_types(project) is None
+    register(wapi, job_types=["a"])
+    assert register(wapi).json()["job_types"] is None
+    assert stored_job_types(project) is None
+
+
+def test_job_types_at_the_limits_are_accepted(wapi, project):
+    longest = "t" * 200
+    many = [f"type-{i}" for i in range(999)] + [longest]
+    response = register(wapi, job_types=many)
+    assert response.status_code == 201, response.content
+    assert stored_job_types(project) == many
+    # An empty list is a worker that takes no job at all (not "any").
+    assert register(wapi, job_types=[]).json()["job_types"] == []
+    assert stored_job_types(project) == []
+
+
+BAD_JOB_TYPES = [
+    "emails.send",  # a string, not a list
+    {"emails.send": True},
+    [1],
+    [None],
+    [["a"]],
+    [""],
+    ["   "],  # blank once trimmed, as a submitted job_type would be
+    ["t" * 201],
+    ["a\u0000b"],
+    ["a", "b", "a"],
+    [f"type-{i}" for i in range(1001)],
+    True,
+]
+
+
+def test_bad_job_types_are_400_naming_the_field_and_change_nothing(wapi, refused, project):
+    register(wapi, job_types=["kept"])
+    for job_types in BAD_JOB_TYPES:
+        response = register(wapi, job_types=job_types)
+        error = refused(response, 400, "validation_error")
+        assert "job_types" in error["details"]["fields"], (job_types, error)
+        assert stored_job_types(project) == ["kept"], job_types
+
+
+def test_the_service_refuses_bad_job_types_too(project, queue):
+    for job_types in (["a", "a"], [""], ["t" * 201], ["a\x00"], [7], "abc"):
+        with pytest.raises(ValidationFailed) as caught:
+            services.register_worker(
+                project, name="w1", queues=[services.QueueWeight("default")], job_types=job_types
+            )
+        assert caught.value.details["field"] == "job_types", job_types
+    assert not Worker.objects.for_project(project).exists()
+
+
 # --- list ------------------------------------------------------------------------------------
 
 
@@ -219,7 +294,7 @@ def test_the_list_never_shows_another_organizations_workers(wapi, outsider, flee
 
 
 @pytest.mark.covers("workers:queues", "happy")
-def test_put_queues_replaces_the_assignments_and_the_dispatcher_follows(wapi, fleet, make_queue):
+def test_put_queues_replaces_the_assignments_and_the_fetch_follows(wapi, fleet, make_queue):
     make_queue("reports")
     worker = fleet.register(queues=("default",))
     body = [{"name": "reports", "weight": 3}, {"name": "default", "weight": 2, "active": False}]
@@ -232,7 +307,7 @@ def test_put_queues_replaces_the_assignments_and_the_dispatcher_follows(wapi, fl
     assert assignments(worker) == [("default", 2, False), ("reports", 3, True)]
 
     stays, moves = fleet.submit("default"), fleet.submit("reports")
-    assert fleet.assign() == 1
+    assert [j["id"] for j in fleet.poll(worker, max=10).json()["jobs"]] == [moves]
     jobs = Job.objects.all_tenants()
     assert (jobs.get(pk=stays).state, jobs.get(pk=moves).state) == ("pending", "processing")
 
@@ -280,19 +355,19 @@ def test_a_drained_worker_gets_no_new_assignments(wapi, fleet, project):
     response = wapi.post(f"{URL}/{worker}/drain")
     assert (response.status_code, response.json()) == (200, {"status": "draining"})
     job = fleet.submit()
-    assert Dispatcher(batch_size=100).assign() == 0
+    assert fleet.poll(worker).json()["jobs"] == []
     assert Job.objects.for_project(project).get(pk=job).state == JobState.PENDING
     assert Worker.objects.for_project(project).get(pk=worker).status == WorkerStatus.DRAINING
 
 
 @pytest.mark.covers("workers:drain", "happy")
-def test_a_drained_worker_still_gets_and_finishes_the_jobs_it_holds(wapi, fleet):
+def test_a_drained_worker_still_finishes_the_jobs_it_holds(wapi, fleet, project):
     worker = fleet.register()
     (running,) = fleet.running(worker)
-    assigned = fleet.submit()
-    fleet.assign()
+    waiting = fleet.submit()
     wapi.post(f"{URL}/{worker}/drain")
-    assert [j["id"] for j in fleet.poll(worker).json()["jobs"]] == [assigned]
+    assert fleet.poll(worker).json()["jobs"] == []
+    assert Job.objects.for_project(project).get(pk=waiting).state == JobState.PENDING
     body = {"lease_token": running["lease_token"]}
     done = wapi.post(f"/api/v1/jobs/{running['id']}/complete", body, format="json")
     assert (done.status_code, done.json()["state"]) == (200, "succeeded")
@@ -316,9 +391,7 @@ def test_deregistering_removes_the_worker_and_its_assignments(wapi, fleet, proje
 @pytest.mark.covers("workers:detail", "happy")
 def test_the_jobs_a_deregistered_worker_held_are_retried_by_lease_expiry(wapi, fleet, project):
     worker = fleet.register("gone", capacity=3)
-    fetched = fleet.running(worker, 2)
-    fleet.submit()
-    assert fleet.assign() == 1  # assigned but not fetched yet: held by the worker as well
+    fetched = fleet.running(worker, 3)
     jobs = Job.objects.for_project(project)
     assert jobs.filter(state=JobState.PROCESSING).count() == 3
 
@@ -339,6 +412,6 @@ def test_the_jobs_a_deregistered_worker_held_are_retried_by_lease_expiry(wapi, f
     jobs.update(run_at=Now() - timedelta(seconds=1))
     assert Dispatcher(batch_size=100).promote_due() == 3
     other = fleet.register("other", capacity=3)
-    assert fleet.assign() == 3
     again = fleet.poll(other).json()["jobs"]
     assert {(j["id"], j["attempt"]) for j in again} >= {(fetched[0]["id"], 2)}
+    assert len(again) == 3

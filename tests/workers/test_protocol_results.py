@@ -138,7 +138,6 @@ def test_a_retryable_failure_schedules_a_retry_until_attempts_run_out(wapi, flee
     # The second and last attempt fails too: dead.
     Job.objects.for_project(project).update(run_at=Now() - timedelta(seconds=1))
     assert Dispatcher(batch_size=10).promote_due() == 1
-    assert fleet.assign() == 1
     (again,) = fleet.poll(worker).json()["jobs"]
     assert again["attempt"] == 2
     body = {"lease_token": again["lease_token"], "error": "still down"}
@@ -255,7 +254,6 @@ def test_log_lines_with_the_token_of_an_earlier_attempt_are_409(wapi, fleet, ref
     assert Dispatcher(batch_size=100).expire_leases() == 1
     Job.objects.all_tenants().filter(pk=first["id"]).update(run_at=Now() - timedelta(seconds=1))
     assert Dispatcher(batch_size=100).promote_due() == 1
-    assert fleet.assign() == 1
     (second,) = fleet.poll(worker).json()["jobs"]
     assert second["lease_token"] != first["lease_token"]
 
@@ -356,3 +354,90 @@ def test_an_outsiders_results_cannot_touch_our_jobs_even_with_the_lease_token(
     response = post(outsider, f"/api/v1/workers/{theirs}/results", {"results": items[1:]})
     assert response.json() == {"results": [{"job_id": job["id"], "outcome": "conflict"}]}
     assert snapshot() == before
+
+
+# --- results of jobs cancelled while they ran ------------------------------------------------
+
+
+def cancel(client, job_id):
+    assert client.post(f"{JOBS}/{job_id}/cancel").status_code == 200
+
+
+def item(job, status="succeeded", token=None):
+    return {"job_id": job["id"], "lease_token": token or job["lease_token"], "status": status}
+
+
+def results(client, worker, *items):
+    response = post(client, f"/api/v1/workers/{worker}/results", {"results": list(items)})
+    assert response.status_code == 200, response.content
+    return [o["outcome"] for o in response.json()["results"]]
+
+
+@pytest.mark.covers("workers:results", "happy")
+def test_a_cancelled_jobs_result_is_conflict_and_frees_the_slot_it_kept(wapi, fleet, submitter):
+    worker = fleet.register(capacity=2)
+    cancelled, failed = fleet.running(worker, 2)
+    cancel(submitter, cancelled["id"])
+    cancel(submitter, failed["id"])
+    assert job_row(cancelled["id"]).lease_expires_at is not None  # held
+
+    outcomes = results(wapi, worker, item(cancelled), item(failed, "failed"))
+
+    assert outcomes == ["conflict", "conflict"]
+    for job in (cancelled, failed):
+        row = job_row(job["id"])
+        assert (row.state, row.result, row.lease_expires_at) == (JobState.CANCELLED, None, None)
+        assert str(row.worker_id) == worker
+
+
+def test_the_single_complete_and_fail_endpoints_free_the_slot_too(wapi, fleet, submitter, refused):
+    worker = fleet.register(capacity=2)
+    completed, failed = fleet.running(worker, 2)
+    cancel(submitter, completed["id"])
+    cancel(submitter, failed["id"])
+
+    body = {"lease_token": completed["lease_token"], "result": 1}
+    refused(post(wapi, f"{JOBS}/{completed['id']}/complete", body), 409, "conflict")
+    body = {"lease_token": failed["lease_token"], "error": "x"}
+    refused(post(wapi, f"{JOBS}/{failed['id']}/fail", body), 409, "conflict")
+
+    assert job_row(completed["id"]).lease_expires_at is None
+    assert job_row(failed["id"]).lease_expires_at is None
+
+
+def test_only_the_cancelled_attempts_own_result_from_its_worker_frees_the_slot(
+    wapi, fleet, submitter, project
+):
+    worker = fleet.register("w1")
+    other = fleet.register("w2")
+    (first,) = fleet.running(worker, max_attempts=3)
+    # Attempt 1 fails; attempt 2 runs on the same worker and is cancelled while it runs.
+    body = {"lease_token": first["lease_token"], "error": "flaky"}
+    assert post(wapi, f"{JOBS}/{first['id']}/fail", body).status_code == 200
+    Job.objects.for_project(project).update(run_at=Now() - timedelta(seconds=1))
+    assert Dispatcher(batch_size=10).promote_due() == 1
+    (second,) = fleet.poll(worker).json()["jobs"]
+    assert second["attempt"] == 2
+    cancel(submitter, second["id"])
+
+    # The token of attempt 1, a made-up token, or the right one from another worker: refused,
+    # and the job still holds its slot.
+    assert results(wapi, worker, item(first)) == ["conflict"]
+    assert results(wapi, worker, item(second, token=STALE)) == ["conflict"]
+    assert results(wapi, other, item(second)) == ["conflict"]
+    assert job_row(second["id"]).lease_expires_at is not None
+
+    assert results(wapi, worker, item(second)) == ["conflict"]
+    assert job_row(second["id"]).lease_expires_at is None
+
+
+def test_a_held_job_keeps_the_slot_busy_until_its_result_frees_it(wapi, fleet, submitter):
+    worker = fleet.register(capacity=1)
+    (job,) = fleet.running(worker)
+    cancel(submitter, job["id"])
+    waiting = fleet.submit()
+
+    # The cancelled job's handler may still run: the worker's one slot is taken.
+    assert fleet.poll(worker).json()["jobs"] == []
+    assert results(wapi, worker, item(job)) == ["conflict"]
+    assert [j["id"] for j in fleet.poll(worker).json()["jobs"]] == [waiting]

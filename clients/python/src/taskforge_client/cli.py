@@ -30,6 +30,10 @@ A module registers its handlers on taskforge_client.registry when imported:
 
     $ taskforge-worker --queues default:3,emails:1 myapp.handlers
 
+The worker takes only jobs of the types its modules have handlers for (unless a module
+installs a fallback handler, or --any-job-type is given): a job of another type waits for a
+worker that handles it.
+
 The current directory is importable, as with `python -m`. Try it with the demo handlers
 (demo.sleep, demo.fail_sometimes, demo.echo, demo.noop): taskforge-worker taskforge_client.demo.
 Django tasks run through the module taskforge_client.django_worker (with
@@ -95,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long one long-poll for jobs waits, 0-30 (default: %(default)s)",
     )
     parser.add_argument(
+        "--any-job-type",
+        action="store_true",
+        help="take jobs of any type, not only those the modules have handlers for (jobs "
+        "without a handler then fail for good); with a fallback handler this is the default",
+    )
+    parser.add_argument(
         "--log-level",
         default=os.environ.get("TASKFORGE_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -143,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             queues=queues,
             concurrency=args.concurrency,
             poll_wait=args.poll_wait,
+            any_job_type=args.any_job_type,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -124,6 +124,15 @@ class WaitTimeout(TaskForgeError, TimeoutError):
     default_code = "wait_timeout"
 
 
+class JobCancelled(Exception):
+    """The job a handler runs was cancelled on the server while it ran.
+
+    Raised by :meth:`JobContext.raise_if_cancelled`, and by ``ctx.log()`` and ``ctx.sleep()``
+    once the worker has heard of the cancel (heartbeats bring it). A handler that ends with it
+    is not failed nor retried: the worker reports it, which frees its slot on the server.
+    """
+
+
 class JobFailed(Exception):
     """Stands for a job failure whose exception class is unknown (the Django backend's errors)."""
 

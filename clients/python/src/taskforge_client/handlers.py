@@ -5,6 +5,12 @@ the job's JSON payload, and the result (anything JSON-serializable) is stored on
 Raising marks the attempt failed and retryable; raising :class:`PermanentError` fails the job
 for good. ``async def`` handlers work too (each runs in its own event loop).
 
+A job cancelled on the server while its handler runs: the worker hears of it from its next
+heartbeat, then ``ctx.cancelled`` is true, and ``ctx.raise_if_cancelled()``, ``ctx.log()``
+and ``ctx.sleep()`` raise :class:`~taskforge_client.errors.JobCancelled`. A long handler
+should check now and then and return (or let JobCancelled out); until it does, the job keeps
+its slot.
+
 Modules given to ``taskforge-worker`` register their handlers on the module-level
 :data:`registry`::
 
@@ -26,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+from taskforge_client.errors import JobCancelled
 from taskforge_client.jobs import parse_time
 
 Handler = Callable[["JobContext", Any], Any]
@@ -132,6 +139,9 @@ class JobContext:
         self._closed = False
         self._lock = threading.Lock()
         self._timed_out = threading.Event()
+        self._cancelled = threading.Event()
+        # Set by a timeout or a cancel: what ctx.sleep() waits on.
+        self._wake = threading.Event()
 
     @property
     def job_id(self) -> str:
@@ -159,16 +169,39 @@ class JobContext:
         """
         return self._timed_out.is_set()
 
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was cancelled on the server (the worker hears of it from a
+        heartbeat, so up to one heartbeat interval later). Its result will not be stored:
+        a long handler should check this and return early."""
+        return self._cancelled.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        """Raise :class:`~taskforge_client.errors.JobCancelled` if the job was cancelled."""
+        if self._cancelled.is_set():
+            raise JobCancelled(f"job {self.job_id} was cancelled")
+
     def sleep(self, seconds: float) -> bool:
-        """Sleep ``seconds``, waking early if the job times out; return True if it did."""
-        return self._timed_out.wait(seconds)
+        """Sleep ``seconds``, waking early if the job times out; return True if it did.
+
+        Raises JobCancelled, at once or when it happens, if the job is cancelled."""
+        self.raise_if_cancelled()
+        self._wake.wait(seconds)
+        self.raise_if_cancelled()
+        return self._timed_out.is_set()
 
     def log(self, message: str, level: str = "info", **metadata: Any) -> None:
         """Add a line to the job's log on the server (sent before the job's result).
 
         ``level`` is debug, info, warn(ing), error or critical (the server keeps info, warn
         and error). ``metadata`` must be JSON-serializable; other values are stored as str().
+        Raises JobCancelled if the job was cancelled (the server would refuse the line).
         """
+        self.raise_if_cancelled()
+        self._add_line(message, level, **metadata)
+
+    def _add_line(self, message: str, level: str = "info", **metadata: Any) -> None:
+        """ctx.log() without the cancellation check: the worker's own lines."""
         try:
             server_level, python_level = LOG_LEVELS[level.lower()]
         except KeyError:
@@ -195,6 +228,11 @@ class JobContext:
 
     def mark_timed_out(self) -> None:
         self._timed_out.set()
+        self._wake.set()
+
+    def mark_cancelled(self) -> None:
+        self._cancelled.set()
+        self._wake.set()
 
     def __repr__(self) -> str:
         return f"<JobContext {self.job_type} {self.job_id} attempt {self.attempt}>"

@@ -6,12 +6,16 @@ Threads (all daemons, so a handler stuck forever cannot keep the process alive):
 * ``concurrency`` runners execute handlers (sync handlers directly, async ones in their own
   event loop);
 * the fetcher long-polls ``GET /workers/{id}/jobs?wait=…&max=<free slots>``;
-* the reporter sends results in batches (``POST /workers/{id}/results``) every
-  ``flush_interval`` seconds or ``flush_size`` results, whichever comes first;
+* the reporter sends results in batches (``POST /workers/{id}/results``), one request at a
+  time: each carries every result that finished while the previous one was in flight (up to
+  ``flush_size``), and a result that finds the reporter idle waits at most
+  ``flush_interval`` (5 ms) for others finishing with it, so jobs finishing together share a
+  request without a lone result waiting long;
 * the heartbeat sends the ids of the jobs held every ``lease/3`` seconds (10 s at most),
-  which extends their leases; when the server answers ``draining`` the worker drains. A fetch
-  that brought jobs makes it go out within ``ACK_HEARTBEAT_SECONDS``: naming a delivered job
-  acknowledges its delivery, and the server gives an unacknowledged one only a short lease
+  which extends their leases; when the server answers ``draining`` the worker drains, and the
+  jobs it lists as ``cancelled`` get ``ctx.cancelled`` set. A fetch that brought jobs makes it
+  go out within ``ACK_HEARTBEAT_SECONDS``: naming a delivered job acknowledges its delivery,
+  and the server gives an unacknowledged one only a short lease
   (``TASKFORGE_ACK_TIMEOUT_SECONDS``, 10 s by default) before it retries it elsewhere;
 * the watchdog fails jobs that run past their ``timeout_seconds``.
 
@@ -22,6 +26,16 @@ server (a restart, a network fault, a 5xx) is sent again with backoff for as lon
 runs (the heartbeats, which name those jobs too, keep their leases), and an item the server
 answers ``busy`` for (another transaction held its job's row) is sent again after
 ``BUSY_RETRY_SECONDS``, without holding up the results of other jobs.
+
+Job types: the worker registers the job types it has handlers for (its registry's and the
+module-level registry's), so the server hands it only jobs of those types; with a fallback
+handler, or ``any_job_type=True``, it takes any type.
+
+Cancellation: a job cancelled on the server while it runs keeps its slot there until the
+worker reports it. The handler sees ``ctx.cancelled`` (``ctx.log``/``ctx.sleep`` raise
+:class:`JobCancelled`); when it returns, or ends with JobCancelled (logged at INFO, not a
+failure), the worker reports it as usual, the server answers ``conflict`` and frees the slot.
+The worker's own slot is free only when the handler returns, like any job's.
 
 Timeouts: a thread cannot be killed. A handler past its timeout is reported as a retryable
 failure ("timed out after Ns"), its context's ``timed_out`` turns true, a fresh runner takes
@@ -60,6 +74,7 @@ from taskforge_client.client import TaskForge, encode_json
 from taskforge_client.errors import (
     AuthenticationError,
     EncodingError,
+    JobCancelled,
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
@@ -81,6 +96,9 @@ from taskforge_client.handlers import (
 
 logger = logging.getLogger("taskforge_client.worker")
 
+# With most slots busy, a fetch waits up to this long for a quarter of them to free, so that
+# a busy worker fetches batches of jobs rather than one job per request (_gather_free_slots).
+FETCH_GATHER_SECONDS = 0.005
 # The longest heartbeat interval; shorter when leases are short (a third of the lease).
 MAX_HEARTBEAT_SECONDS = 10.0
 # Log lines per request (the server takes at most 1,000).
@@ -97,6 +115,8 @@ SHUTDOWN_BUSY_TRIES = 20
 # After a fetch that brought jobs, the heartbeat that acknowledges them goes out this soon (and
 # no sooner after the previous heartbeat): well within the server's acknowledgement timeout.
 ACK_HEARTBEAT_SECONDS = 0.5
+# The error a cancelled job is reported with (the server answers "conflict": not stored).
+CANCELLED_ERROR = "cancelled while running"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +149,8 @@ class _Held:
     outcome: Outcome | None = field(default=None, repr=False)
     # Times the server answered "busy" for the result after stop was requested.
     busy_tries: int = 0
+    # time.monotonic() when the handler's outcome was queued for the reporter.
+    finished_at: float = 0.0
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -177,6 +199,8 @@ class Worker:
     ``client_or_url`` is a :class:`TaskForge` client, or the server URL (then ``api_key`` is
     required and the worker owns, and closes, the client it makes). The key needs the
     ``workers`` scope. ``queues`` maps queue names to weights (their share of the slots).
+    The server hands the worker only jobs of the types it has handlers for (registered
+    before ``run()``), unless there is a fallback handler or ``any_job_type`` is true.
     """
 
     def __init__(
@@ -191,10 +215,11 @@ class Worker:
         worker_type: str = "general",
         poll_wait: int = 20,
         heartbeat_interval: float | None = None,
-        flush_interval: float = 0.01,
+        flush_interval: float = 0.005,
         flush_size: int = 100,
         metadata: Mapping[str, Any] | None = None,
         timeout: float = 30.0,
+        any_job_type: bool = False,
     ) -> None:
         if isinstance(client_or_url, TaskForge):
             self.client = client_or_url
@@ -218,6 +243,8 @@ class Worker:
         self.flush_interval = flush_interval
         self.flush_size = max(1, min(flush_size, 1000))
         self.metadata = dict(metadata or {})
+        # Register as taking any job type, not only those with a handler.
+        self.any_job_type = any_job_type
         self.worker_id: str | None = None
 
         self._lock = threading.Condition()  # guards everything below; an RLock inside
@@ -282,13 +309,28 @@ class Worker:
         with self._lock:
             return list(self._held)
 
+    def job_types(self) -> list[str] | None:
+        """The job types the worker registers with (sorted), or None for any type: with
+        ``any_job_type``, or a fallback handler, which takes every type."""
+        if self.any_job_type or self.registry.get_fallback() or registry.get_fallback():
+            return None
+        return sorted(set(self.registry.job_types()) | set(registry.job_types()))
+
     # --- lifecycle ----------------------------------------------------------------------------
 
     def _register(self) -> None:
+        job_types = self.job_types()
+        if job_types == []:
+            logger.warning(
+                "worker %s has no handlers: it will get no jobs (register handlers before "
+                "run(), or pass any_job_type=True)",
+                self.name,
+            )
         body = {
             "name": self.name,
             "worker_type": self.worker_type,
             "capacity": self.concurrency,
+            "job_types": job_types,
             "queues": [{"name": name, "weight": weight} for name, weight in self.queues.items()],
             "metadata": {
                 "sdk": f"taskforge-client/{__version__}",
@@ -302,11 +344,12 @@ class Worker:
         data = self.client.request("POST", "/workers", json=body, idempotent=True)
         self.worker_id = str(data["id"])
         logger.info(
-            "worker %s registered as %s: queues %s, concurrency %d",
+            "worker %s registered as %s: queues %s, concurrency %d, job types %s",
             self.name,
             self.worker_id,
             ",".join(f"{n}:{w}" for n, w in self.queues.items()),
             self.concurrency,
+            "any" if job_types is None else ",".join(job_types),
         )
 
     def _register_until_stopped(self) -> bool:
@@ -435,6 +478,7 @@ class Worker:
             with self._lock:
                 while not self._stop_requested.is_set() and self._busy >= self.concurrency:
                     self._lock.wait()
+                self._gather_free_slots()
                 if self._stop_requested.is_set():
                     return
                 free = self.concurrency - self._busy
@@ -465,6 +509,23 @@ class Worker:
                 if close:
                     self.client.close()
             self._hand_over(jobs)
+
+    def _gather_free_slots(self) -> None:
+        """With most slots busy, wait a moment (FETCH_GATHER_SECONDS at most) for a few more
+        to free, so that one fetch takes a batch of jobs instead of one request per job
+        finished: under load each fetch is a round trip to the server and a claim there.
+        An idle worker (nothing running) fetches at once. Called with self._lock held."""
+        enough = max(1, self.concurrency // 4)
+        if not self._busy or self.concurrency - self._busy >= enough:
+            return
+        deadline = time.monotonic() + FETCH_GATHER_SECONDS
+        while (
+            not self._stop_requested.is_set()
+            and self._busy
+            and self.concurrency - self._busy < enough
+            and (left := deadline - time.monotonic()) > 0
+        ):
+            self._lock.wait(left)
 
     def _hand_over(self, jobs: list[AssignedJob]) -> None:
         if not jobs:
@@ -520,6 +581,8 @@ class Worker:
             return
         try:
             result = self._call(handler, ctx, job.payload)
+        except JobCancelled as exc:
+            outcome = self._cancelled(ctx, exc)
         except PermanentError as exc:
             outcome = self._failed(ctx, exc, retryable=False)
         except BaseException as exc:  # even SystemExit or KeyboardInterrupt: a failed attempt
@@ -548,8 +611,17 @@ class Worker:
         summary = describe_exception(exc)
         trace = "".join(traceback.format_exception(exc))
         if not ctx.timed_out:
-            ctx.log(summary, level="error", traceback=trace, retryable=retryable)
+            ctx._add_line(summary, level="error", traceback=trace, retryable=retryable)
         return Outcome.failure(summary, retryable=retryable)
+
+    def _cancelled(self, ctx: JobContext, exc: JobCancelled) -> Outcome:
+        if not ctx.cancelled:
+            # Raised by the handler itself, the job was not cancelled: it fails, for good.
+            return self._failed(ctx, exc, retryable=False)
+        # Not a failure: reported all the same (the server refuses it as "conflict"), which
+        # tells the server the job no longer runs here, so it frees the slot at once.
+        logger.info("job %s cancelled", ctx.job_id)
+        return Outcome.failure(CANCELLED_ERROR, retryable=False)
 
     def _lookup(self, job_type: str) -> Handler | None:
         return (
@@ -568,8 +640,12 @@ class Worker:
             entry.abandoned = abandon
         entry.outcome = outcome
         try:
-            self._send_logs(entry)
+            if entry.ctx.cancelled:
+                entry.ctx.close_log()  # the server would refuse the lines (409)
+            else:
+                self._send_logs(entry)
         finally:
+            entry.finished_at = time.monotonic()
             self._results.put(entry)
             with self._lock:
                 self._busy -= 1
@@ -639,9 +715,13 @@ class Worker:
     # --- reporting ----------------------------------------------------------------------------
 
     def _reporter_loop(self) -> None:
-        # Busy results that are due go out with the next batch, and a wait for new results
-        # ends when the next busy one falls due. After the sentinel (None: every job has
-        # finished), what is left to send again is sent before the thread ends.
+        # One request at a time, each with everything that finished meanwhile: the results
+        # queued while the previous request was in flight go at once, and a result that
+        # finds the reporter idle waits until flush_interval after it finished for others
+        # finishing with it (jobs fetched together tend to end together). Busy results that
+        # are due go out with the next batch, and a wait for new results ends when the next
+        # busy one falls due. After the sentinel (None: every job has finished), what is left
+        # to send again is sent before the thread ends.
         last = False
         while True:
             batch = self._due_busy_results()
@@ -654,13 +734,15 @@ class Worker:
                     last = True
                 else:
                     batch.append(first)
-            deadline = time.monotonic() + self.flush_interval
+            # Due flush_interval after the oldest result was queued: passed already for one
+            # that waited out a request in flight, or a busy result sent again.
+            deadline = min((e.finished_at for e in batch), default=0.0) + self.flush_interval
             while not last and len(batch) < self.flush_size:
                 left = deadline - time.monotonic()
-                if left <= 0:
-                    break
                 try:
-                    entry = self._results.get(timeout=left)
+                    entry = (
+                        self._results.get(timeout=left) if left > 0 else self._results.get_nowait()
+                    )
                 except queue.Empty:
                     break
                 if entry is None:
@@ -775,6 +857,9 @@ class Worker:
                 )
                 if self._send_again_later(entry):
                     kept.append(entry)
+            elif outcome == "conflict" and entry.ctx.cancelled:
+                # Expected: the server refuses a cancelled job's result, and frees its slot.
+                logger.info("job %s: result refused, the job was cancelled", entry.job.id)
             elif outcome == "conflict":
                 # Not retried: the lease is no longer ours (expired and re-assigned, cancelled,
                 # or the result was already recorded).
@@ -821,9 +906,25 @@ class Worker:
             except Exception as exc:
                 logger.warning("heartbeat failed: %s", exc)
                 continue
+            self._note_cancelled(data.get("cancelled") or [])
             if data.get("status") == "draining" and not self._stop_requested.is_set():
                 logger.info("the server is draining this worker")
                 self.stop()
+
+    def _note_cancelled(self, job_ids: Iterable[Any]) -> None:
+        """Tell the handlers of the jobs the server says were cancelled (ctx.cancelled)."""
+        for job_id in job_ids:
+            with self._lock:
+                entry = self._held.get(str(job_id))
+            if entry is None or entry.ctx.cancelled:
+                continue
+            entry.ctx.mark_cancelled()
+            if not entry.finished:
+                logger.info(
+                    "job %s (%s) was cancelled on the server; its handler is told (ctx.cancelled)",
+                    entry.job.id,
+                    entry.job.job_type,
+                )
 
 
 def _result_item(entry: _Held) -> dict[str, Any]:

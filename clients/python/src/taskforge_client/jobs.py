@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 TERMINAL_STATES = frozenset({"succeeded", "dead", "cancelled"})
@@ -13,7 +14,14 @@ def parse_time(value: Any) -> datetime | None:
     """An ISO-8601 timestamp from the API (``…Z`` or an offset) as an aware datetime."""
     if not value:
         return None
-    return datetime.fromisoformat(str(value))
+    return _parse_time(str(value))
+
+
+# The jobs of one answer share their timestamps (a batch is created at one now()), and
+# datetimes are immutable: parse each distinct text once.
+@lru_cache(maxsize=1024)
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -126,10 +126,15 @@ def report_results(
             queries.notify_ready(freed)
         cascade = graph.cascade_failures(applied)
         batches.fire_batch_callbacks(graph.owed_batches(applied, cascade))
-        # Released children are new work for the long-polls. Freed slots are not: a worker
-        # asks for as many jobs as it has free slots.
-        if released or cascade.released:
-            queries.notify([queries.DISPATCH_CHANNEL])
+        # Released children are new work for the long-polls.
+        channels = [queries.DISPATCH_CHANNEL] if released or cascade.released else []
+        # The slots these results freed are the reporting worker's: its long-poll may be
+        # waiting for them. A worker fetches as soon as its handlers return, often before
+        # their results are applied, and the claim then finds it full; without this it
+        # would sleep until its next re-check (seconds) with jobs pending.
+        if worker_id is not None and applied:
+            channels.append(queries.worker_channel(worker_id))
+        queries.notify(channels)
     return outcomes
 
 

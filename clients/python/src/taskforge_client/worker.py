@@ -108,7 +108,7 @@ LOG_CHUNK = 1000
 SHUTDOWN_REPORT_TRIES = 3
 # A result the server answered "busy" for (its job's row was locked by another transaction:
 # not applied, not stale) is sent again after this many seconds, with whatever else is due.
-BUSY_RETRY_SECONDS = 0.5
+BUSY_RETRY_SECONDS = 0.05
 # After stop, a busy result is sent again this many more times at most before it is dropped
 # (its lease then expires and the server retries the job).
 SHUTDOWN_BUSY_TRIES = 20
@@ -546,6 +546,10 @@ class Worker:
         self._heartbeat_due.set()
         for entry in held:
             self._work.put(entry)
+        # Let the runner threads just woken take the interpreter now: otherwise this thread
+        # keeps it while it builds its next fetch, and a runner waits for the switch interval
+        # (5 ms) before its handler starts.
+        time.sleep(0)
 
     def _note_lease(self, jobs: list[AssignedJob]) -> None:
         expires = [job.lease_expires_at for job in jobs if job.lease_expires_at is not None]

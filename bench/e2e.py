@@ -5,7 +5,8 @@
 Processes, all on this machine: gunicorn (deploy/gunicorn.conf.py, production settings),
 one `manage.py rundispatcher`, and `--workers` SDK worker processes (`taskforge-worker`
 running bench/e2e_handlers.py: a no-op that appends a record of when it started). Figures:
-(a) submit throughput through the API, one POST /api/v1/jobs at a time (one client, keep-alive);
+(a) submit throughput through the API, one POST /api/v1/jobs at a time (one client, keep-alive),
+    then the same from 16 clients at once (bench/concurrent_submit.py's phase) and the ratio;
 (b) batch submit through the API, POST /api/v1/jobs/batch in chunks of 1,000;
 (c) draining a pre-filled backlog: jobs / (last record - first handler start), worker start-up
     excluded, and end to end with submits running: from the first batch submitted to the last
@@ -126,6 +127,9 @@ def main() -> None:
     parser.add_argument(
         "--single", type=int, default=2_000, help="jobs for the one-at-a-time submit"
     )
+    parser.add_argument(
+        "--clients", type=int, default=16, help="clients submitting at once in (a')"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=100)
     args = parser.parse_args()
@@ -189,13 +193,18 @@ def main() -> None:
                 "/api/v1/jobs",
                 json={"queue": "default", "job_type": "bench.record", "payload": {"i": i}},
             ).raise_for_status()
-        emit(
-            "e2e.submit_single",
-            {
-                "jobs": args.single,
-                "jobs_per_s": round(args.single / (time.perf_counter() - started)),
-            },
-        )
+        single_rate = args.single / (time.perf_counter() - started)
+        emit("e2e.submit_single", {"jobs": args.single, "jobs_per_s": round(single_rate)})
+
+        # (a') the same single submits from 16 clients at once (SDK clients, keep-alive)
+        from bench.concurrent_submit import run_phase
+
+        before = Job.objects.all_tenants().order_by("-id").values_list("id", flat=True).first()
+        concurrent = run_phase(url, key, args.clients, args.single * 2, web.pid)
+        concurrent["ratio_to_one_client"] = round(concurrent["jobs_per_s"] / single_rate, 2)
+        emit("e2e.submit_concurrent", concurrent)
+        # Not part of the backlog the later phases count (ids are time-ordered).
+        Job.objects.all_tenants().filter(id__gt=before).delete()
 
         # (b) batches of 1,000
         started = time.perf_counter()

@@ -22,7 +22,7 @@ def lock_worker(project_id: UUID, worker_id: UUID) -> tuple[int, str, list[str] 
     rows = _SQL.rows("lock_worker", {"project_id": project_id, "worker_id": worker_id})
     if not rows:
         return None
-    capacity, status, job_types = rows[0]
+    capacity, status, job_types, _ = rows[0]
     return int(capacity), str(status), job_types
 
 

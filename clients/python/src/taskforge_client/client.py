@@ -28,9 +28,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
-
 from taskforge_client import __version__
+from taskforge_client._lean_httpx import httpx
 from taskforge_client.errors import (
     EncodingError,
     RateLimited,

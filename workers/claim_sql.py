@@ -26,18 +26,11 @@ def lock_worker(project_id: UUID, worker_id: UUID) -> tuple[int, str, list[str] 
     return int(capacity), str(status), job_types
 
 
-def worker_assignments(
-    worker_id: UUID, *, job_types: Sequence[str] | None, cap: int
-) -> list[tuple[Any, ...]]:
+def worker_assignments(worker_id: UUID, *, cap: int) -> list[tuple[Any, ...]]:
     """(queue, weight, queue priority, max_concurrency, rate limited, organization, its plan's
-    tier and limits as JSON text (None without a subscription), pending jobs the worker could
-    take (at most ``cap``), busy slots) for each of the worker's active assignments."""
-    params = {
-        "worker_id": worker_id,
-        "job_types": list(job_types) if job_types is not None else None,
-        "cap": cap,
-    }
-    return _SQL.rows("worker_assignments", params)
+    tier and limits as JSON text (None without a subscription), pending jobs of the queue (at
+    most ``cap``, of any type), busy slots) for each of the worker's active assignments."""
+    return _SQL.rows("worker_assignments", {"worker_id": worker_id, "cap": cap})
 
 
 def claim_for_worker(

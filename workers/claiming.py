@@ -86,9 +86,7 @@ def claim(project: Project, worker_id: UUID, *, limit: int | None) -> Claim:
             # Marked offline for silence, yet polling: it lives. Its leases have ended; it
             # gets jobs again once its heartbeat brings it back online (services.heartbeat).
             return Claim(status=status)
-        rows = claim_sql.worker_assignments(
-            worker_id, job_types=job_types, cap=max(1, min(limit, capacity))
-        )
+        rows = claim_sql.worker_assignments(worker_id, cap=max(1, min(limit, capacity)))
         queue_ids = frozenset(row[0] for row in rows)
         _note_seen(worker_id, queue_ids)
         if status != WorkerStatus.ONLINE or not rows:

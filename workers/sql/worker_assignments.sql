@@ -1,8 +1,8 @@
 -- For the locked worker (lock_worker.sql): each active assignment to an unpaused queue, with the
 -- queue's priority, cap, whether it has a rate limit, its organization with the organization's
 -- plan (tier and limit overrides; none without a subscription), how many of the queue's
--- pending jobs the worker could take (counting at most %(cap)s, and only jobs of the worker's
--- types when it declared them), and the worker's busy slots (repeated on each row).
+-- pending jobs of the queue (counting at most %(cap)s, whatever their type), and the worker's
+-- busy slots (repeated on each row).
 -- Busy: jobs processing under the worker, and jobs an operator cancelled while they ran that
 -- the worker has not reported gone yet (their handlers still run; job_worker_held_cancelled),
 -- as long as its heartbeats keep naming them: a hold not pushed back for a lease ends.
@@ -19,10 +19,13 @@ SELECT a.queue_id, a.weight, q.priority, q.max_concurrency,
     (SELECT count(*) FROM (
         SELECT 1 FROM jobs_job AS j
         WHERE j.state = 'pending' AND j.queue_id = a.queue_id
-            AND (%(job_types)s::text[] IS NULL OR j.job_type = ANY(%(job_types)s::text[]))
         -- The claim order, so the plan is job_claim_pending whatever the statistics say:
         -- without it, a table whose rows are nearly all pending (one tenant's backlog of a
         -- million) is counted by a sequential scan, 150 ms for every fetch of every tenant.
+        -- No job type filter here, for the same reason: with one tenant's million jobs of
+        -- one type in the statistics, another tenant's type looks rare, and the planner
+        -- scans the whole table for it (140 ms a fetch). Jobs of other types are counted;
+        -- the claim statement takes only the worker's types, and finds fewer.
         ORDER BY j.priority DESC, j.run_at, j.id
         LIMIT %(cap)s
     ) AS capped) AS available,

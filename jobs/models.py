@@ -133,8 +133,9 @@ class Job(models.Model):
             ),
         ]
         indexes = [
-            # The claim: exactly the ORDER BY of workers/sql/claim_for_worker.sql, only pending rows, so
-            # its plan does not depend on table statistics and stays small under any backlog.
+            # The claim: exactly the ORDER BY of workers/sql/claim_for_worker.sql, only pending
+            # rows, so its plan does not depend on table statistics and stays small under any
+            # backlog.
             models.Index(
                 fields=["queue", "-priority", "run_at", "id"],
                 name="job_claim_pending",

@@ -54,9 +54,10 @@ class Queue(models.Model):
         blank=True,
         help_text=RATE_LIMIT_HELP,
     )
-    # The token bucket behind rate_limit_per_second, kept by the dispatcher only
-    # (jobs/sql/lock_rate_limits.sql reads it, workers/sql/claim_for_worker.sql spends it): the tokens
-    # left as of rate_refilled_at. Null means a full bucket (no job started under the limit yet).
+    # The token bucket behind rate_limit_per_second, kept by the claim at fetch only
+    # (jobs/sql/lock_rate_limits.sql reads it, workers/sql/claim_for_worker.sql spends it): the
+    # tokens left as of rate_refilled_at. Null means a full bucket (no job started under the
+    # limit yet).
     rate_tokens = models.FloatField(null=True, editable=False)
     rate_refilled_at = models.DateTimeField(null=True, editable=False)
     retention_days = models.PositiveIntegerField(default=7)

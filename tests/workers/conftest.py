@@ -32,7 +32,6 @@ from jobs import queries
 from jobs.models import ExecutionLog, Job, JobExecution
 from queues.models import Queue
 from tests.api.conftest import check_envelope
-from workers.dispatcher import Dispatcher
 from workers.models import QueueWorkerAssignment, Worker
 from workers.notifications import hub
 

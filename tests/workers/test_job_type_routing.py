@@ -46,7 +46,7 @@ def test_a_job_whose_type_no_online_worker_handles_waits_and_says_so(fleet, proj
     job = Job.objects.for_project(project).get(pk=job_id)
     assert job.state == "pending"
     reasons = explain_job(project, job)
-    assert [r.code for r in reasons][0] == "no_handler"
+    assert reasons[0].code == "no_handler"
     assert "reports.build" in reasons[0].message and "mailer handles emails.send" in (
         reasons[0].message
     )

@@ -8,8 +8,8 @@ import pytest
 from jobs.models import Job
 from tests.conftest import bearer
 from tests.workers.conftest import InThread, long_polls_waiting, wait_until
-from workers.api import RECHECK_SECONDS
 from workers import services as worker_services
+from workers.api import RECHECK_SECONDS
 from workers.models import Worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -207,8 +207,6 @@ def test_draining_wakes_a_waiting_long_poll_which_returns_at_once(make_api_key, 
 
     from django.db import connections
     from rest_framework.test import APIClient
-
-    from workers import services as worker_services
 
     _, raw = make_api_key(scopes=["workers"])
     client = APIClient()

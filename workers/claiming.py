@@ -33,6 +33,7 @@ from uuid import UUID
 
 from django.db import transaction
 from django.db.models import Count
+from django.db.models.functions import Now
 
 from accounts.models import Project
 from billing.plans import limits_of
@@ -41,7 +42,7 @@ from jobs.models import Job, JobState
 from queues.models import Queue
 from taskforge import conf
 from workers import claim_sql
-from workers.models import WorkerStatus
+from workers.models import Worker, WorkerStatus
 from workers.planning import Assignment, LastSeen, RoundRobinState, forget_unseen, plan_slots
 
 # Seconds the round-robin weights of a (worker, queue) pair outlive its last fetch.
@@ -83,9 +84,15 @@ def claim(project: Project, worker_id: UUID, *, limit: int | None) -> Claim:
         capacity, status, job_types = locked
         limit = capacity if limit is None else limit
         if status == WorkerStatus.OFFLINE:
-            # Marked offline for silence, yet polling: it lives. Its leases have ended; it
-            # gets jobs again once its heartbeat brings it back online (services.heartbeat).
-            return Claim(status=status)
+            # Marked offline for silence, yet polling: a poll is proof of life, as a heartbeat
+            # is (services.heartbeat brings it back the same way). Its old leases ended when
+            # it went offline; what it fetches now is new work. Answering nothing instead
+            # would make a long-polling client poll again at once, in a loop, until its next
+            # heartbeat.
+            Worker.objects.for_project(project).filter(
+                pk=worker_id, status=WorkerStatus.OFFLINE
+            ).update(status=WorkerStatus.ONLINE, last_heartbeat=Now())
+            status = WorkerStatus.ONLINE
         rows = claim_sql.worker_assignments(worker_id, cap=max(1, min(limit, capacity)))
         queue_ids = frozenset(row[0] for row in rows)
         _note_seen(worker_id, queue_ids)

@@ -203,25 +203,31 @@ def test_it_claims_only_the_job_types_a_worker_declared(project, queue):
     assert sorted(a.id for a in claim(anyone)) == sorted(others)
 
 
-def test_offline_draining_deleted_and_other_projects_workers_get_nothing(
+def test_draining_deleted_and_other_projects_workers_get_nothing(
     project, queue, other_project, other_queue
 ):
-    offline = register(project, name="offline")
     draining = register(project, name="draining")
     deleted = register(project, name="deleted")
     theirs = register(other_project, name="theirs")
-    Worker.objects.all_tenants().filter(pk=offline.pk).update(status=WorkerStatus.OFFLINE)
     worker_services.drain_worker(project, draining)
     worker_services.deregister_worker(project, deleted)
     submit_many(project, 5)
 
-    assert claiming.claim(project, offline.pk, limit=10) == claiming.Claim(status="offline")
     drained = claiming.claim(project, draining.pk, limit=10)
     assert (drained.jobs, drained.serving) == ([], False)
     assert claiming.claim(project, deleted.pk, limit=10) == claiming.Claim()
     # Another project's worker, named in a fetch of ours: as if it did not exist.
     assert claiming.claim(project, theirs.pk, limit=10) == claiming.Claim()
     assert Job.objects.all_tenants().filter(state=JobState.PENDING).count() == 5
+
+
+def test_a_worker_marked_offline_that_fetches_is_online_again_and_claims(project, queue):
+    offline = register(project, name="offline")
+    Worker.objects.all_tenants().filter(pk=offline.pk).update(status=WorkerStatus.OFFLINE)
+    submit_many(project, 2)
+    claimed = claiming.claim(project, offline.pk, limit=10)
+    assert (len(claimed.jobs), claimed.status) == (2, WorkerStatus.ONLINE)
+    assert Worker.objects.all_tenants().get(pk=offline.pk).status == WorkerStatus.ONLINE
 
 
 # --- notifications ------------------------------------------------------------------------------

@@ -185,13 +185,15 @@ def test_a_draining_worker_gets_no_jobs(fleet, wapi):
     assert Job.objects.all_tenants().get().state == "pending"
 
 
-def test_an_offline_worker_gets_no_jobs_until_its_heartbeat_brings_it_back(fleet, wapi):
+def test_a_poll_brings_a_worker_marked_offline_back_online(fleet):
+    """A poll is proof of life, like a heartbeat: a worker the dispatcher marked offline for
+    silence that polls is online again and gets jobs (answering nothing would make it poll
+    again at once, in a loop, until its next heartbeat)."""
     worker = fleet.register()
     Worker.objects.all_tenants().filter(pk=worker).update(status="offline")
     job = fleet.submit()
-    assert fleet.poll(worker, wait=0).json() == {"jobs": []}
-    assert wapi.post(f"{URL}/{worker}/heartbeat", {"running": []}, format="json").status_code == 200
     assert [j["id"] for j in fleet.poll(worker, wait=0).json()["jobs"]] == [job]
+    assert Worker.objects.all_tenants().get(pk=worker).status == "online"
 
 
 def test_a_viewer_cannot_take_a_workers_jobs_with_a_long_poll(fleet, viewer_jwt, refused):

@@ -101,7 +101,7 @@ class Job(models.Model):
     # Fencing token, new on every claim; a result carrying an older one is refused.
     lease_token = models.UUIDField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
-    # When the assigned worker fetched it (null while assigned but not yet delivered).
+    # When the worker's fetch claimed and delivered it (the same moment as started_at).
     delivered_at = models.DateTimeField(null=True, blank=True)
     # Parents that have not yet succeeded; the job leaves `blocked` when this reaches 0.
     pending_parents = models.PositiveIntegerField(default=0)

@@ -636,7 +636,7 @@ def queue_backlog(
     }
 
 
-# --- Organizations' plan caps (the dispatcher's assign step) ---------------------------------
+# --- Organizations' plan caps (the claim at fetch, workers/claiming.py) -----------------------
 
 
 def lock_organizations(organization_ids: Sequence[UUID]) -> None:

@@ -43,8 +43,8 @@ its slot, and whatever the old thread returns later is discarded. Handlers that 
 should check ``ctx.timed_out`` or sleep with ``ctx.sleep()``.
 
 Draining (first SIGTERM/SIGINT, ``stop()``, or the server saying ``draining``): stop fetching,
-POST /workers/{id}/drain so nothing new is assigned, run what was already assigned, let every
-running job finish, flush the results, then DELETE /workers/{id} so the name can register
+POST /workers/{id}/drain so no fetch claims anything more, let every running job finish,
+flush the results, then DELETE /workers/{id} so the name can register
 again. A second signal exits at once (status 1); the server retries whatever was held.
 """
 
@@ -396,13 +396,9 @@ class Worker:
             running = self._busy
         logger.info("draining: finishing %d running job(s), fetching no more", running)
         worker_id = self.worker_id
+        # Jobs reach a worker only through its own fetch (the fetch claims them), so nothing is
+        # waiting for us on the server: what we hold is all there is to finish.
         self._quietly("drain", "POST", f"/workers/{worker_id}/drain")
-        # The drain answered only after every assignment to us committed: what the dispatcher
-        # handed us and nobody fetched yet is ours to run (else it waits out its lease).
-        try:
-            self._hand_over(self._fetch(wait=0, limit=1000))
-        except TaskForgeError as exc:
-            logger.warning("could not fetch the jobs assigned before the drain: %s", exc)
         with self._lock:
             while self._busy:
                 self._lock.wait()

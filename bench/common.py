@@ -72,3 +72,21 @@ def timed(fn: Callable[[], Any]) -> float:
 
 def emit(name: str, figures: dict[str, Any]) -> None:
     print(json.dumps({"benchmark": name, **figures}), flush=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, in seconds, from /proc (0 when it is gone; Linux only)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """The process's children (a gunicorn master's workers), from /proc."""
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []

@@ -22,37 +22,21 @@ JSON line per phase and a summary:
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 from taskforge_client import TaskForge, TaskForgeError
 
 import bench  # noqa: F401 - configures Django before the app imports
-from bench.common import emit, fresh_database, percentiles
-from bench.e2e import _healthy, free_port, server_env, start, stop, tenant, wait_until
+from bench.common import children, cpu_seconds, emit, fresh_database, percentiles
+from bench.e2e import _healthy, free_port, server_env, start, start_web, stop, tenant, wait_until
 from jobs.models import Job
 
 WARMUP_PER_CLIENT = 20
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc (0 where there is none)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def gunicorn_workers(master: int) -> list[int]:
-    children = Path(f"/proc/{master}/task/{master}/children")
-    return [int(pid) for pid in children.read_text().split()] if children.exists() else []
 
 
 def run_phase(url: str, key: str, clients: int, jobs: int, web_pid: int) -> dict[str, Any]:
@@ -87,7 +71,7 @@ def run_phase(url: str, key: str, clients: int, jobs: int, web_pid: int) -> dict
     for thread in threads:
         thread.start()
     ready.wait()
-    workers = gunicorn_workers(web_pid)
+    workers = children(web_pid)
     cpu_before = sum(cpu_seconds(pid) for pid in workers)
     started = time.perf_counter()
     go.set()
@@ -125,12 +109,7 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = server_env()
-    bin_dir = Path(sys.executable).parent
-    web = start(
-        [str(bin_dir / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "taskforge.wsgi",
-         "--bind", f"127.0.0.1:{port}", "--access-logfile", "/dev/null"],
-        env,
-    )  # fmt: skip
+    web = start_web(port, env)
     procs = [web, start([sys.executable, "manage.py", "rundispatcher"], env)]
     try:
         probe = httpx.Client(base_url=url, timeout=10)

@@ -33,7 +33,7 @@ import httpx
 
 import bench  # noqa: F401 - configures Django before the app imports
 from accounts.models import Organization, Project
-from bench.common import ROOT, child_env, emit, fresh_database, percentiles
+from bench.common import ROOT, child_env, children, emit, fresh_database, percentiles
 from billing.models import Subscription, Tier
 from jobs.models import Job, JobState
 from queues.models import Queue
@@ -63,6 +63,17 @@ def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+
+
+def start_web(port: int, env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:
+    """gunicorn as production runs it (deploy/gunicorn.conf.py) on 127.0.0.1:``port``, its
+    access log off; ``extra`` arguments go after (``--workers 1``)."""
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    return start(
+        [str(gunicorn), "-c", "deploy/gunicorn.conf.py", "taskforge.wsgi",
+         "--bind", f"127.0.0.1:{port}", "--access-logfile", "/dev/null", *extra],
+        env,
+    )  # fmt: skip
 
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -105,11 +116,7 @@ def records(path: Path) -> list[tuple[int, float, float]]:
 def pss_mb(pid: int) -> float:
     """PSS of a process and its children, from /proc (Linux)."""
     total = 0
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
-    for p in pids:
+    for p in [pid, *children(pid)]:
         try:
             for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
@@ -142,19 +149,7 @@ def main() -> None:
     records_file = Path(tempfile.mkdtemp()) / "records.txt"
     worker_env = {**env, "TASKFORGE_BENCH_RECORDS": str(records_file), "PYTHONPATH": str(ROOT)}
     bin_dir = Path(sys.executable).parent
-    web = start(
-        [
-            str(bin_dir / "gunicorn"),
-            "-c",
-            "deploy/gunicorn.conf.py",
-            "taskforge.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--access-logfile",
-            "/dev/null",
-        ],
-        env,
-    )
+    web = start_web(port, env)
     dispatcher = start([sys.executable, "manage.py", "rundispatcher"], env)
     procs = [web, dispatcher]
     workers: list[subprocess.Popen[bytes]] = []

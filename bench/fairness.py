@@ -49,6 +49,7 @@ from bench.e2e import (
     records,
     server_env,
     start,
+    start_web,
     stop,
     tenant,
     wait_until,
@@ -176,13 +177,9 @@ def main() -> None:
         )  # fmt: skip
 
     procs = [
-        start(
-            [str(bin_dir / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "taskforge.wsgi",
-             "--bind", f"127.0.0.1:{port}", "--access-logfile", "/dev/null"],
-            env,
-        ),
+        start_web(port, env),
         start([sys.executable, "manage.py", "rundispatcher"], env),
-    ]  # fmt: skip
+    ]
     client_a = TaskForge(url, key_a)
     client_b = TaskForge(url, key_b)
 

@@ -33,7 +33,17 @@ import httpx
 
 import bench  # noqa: F401 - configures Django before the app imports
 from bench.common import ROOT, emit, fresh_database, percentiles
-from bench.e2e import _healthy, free_port, records, server_env, start, stop, tenant, wait_until
+from bench.e2e import (
+    _healthy,
+    free_port,
+    records,
+    server_env,
+    start,
+    start_web,
+    stop,
+    tenant,
+    wait_until,
+)
 from jobs.models import Job, JobState
 from workers.models import Worker, WorkerStatus
 
@@ -65,25 +75,14 @@ def main() -> None:
     worker_env = {**env, "TASKFORGE_BENCH_RECORDS": str(records_file), "PYTHONPATH": str(ROOT)}
     bin_dir = Path(sys.executable).parent
     procs = [
-        start(
-            [str(bin_dir / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "taskforge.wsgi",
-             "--bind", f"127.0.0.1:{port}", "--access-logfile", "/dev/null"],
-            env,
-        ),
+        start_web(port, env),
         start([sys.executable, "manage.py", "rundispatcher"], env),
-    ]  # fmt: skip
+    ]
     worker_url = url
     if args.worker_server:
         worker_port = free_port()
         worker_url = f"http://127.0.0.1:{worker_port}"
-        procs.append(
-            start(
-                [str(bin_dir / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "taskforge.wsgi",
-                 "--bind", f"127.0.0.1:{worker_port}", "--access-logfile", "/dev/null",
-                 "--workers", "1"],
-                env,
-            )
-        )  # fmt: skip
+        procs.append(start_web(worker_port, env, "--workers", "1"))
     try:
         for server in {url, worker_url}:
             probe = httpx.Client(base_url=server, timeout=10)

@@ -25,47 +25,34 @@ Producer, web server and PostgreSQL share this machine's cores. Run on an idle m
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import struct
-import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from taskforge_client import TaskForge
 
 import bench  # noqa: F401 - configures Django before the app imports
-from bench.common import BENCH_DB, emit, fresh_database, percentiles, server_params
-from bench.e2e import free_port, server_env, start, stop, tenant, wait_until
+from bench.common import (
+    BENCH_DB,
+    children,
+    cpu_seconds,
+    emit,
+    fresh_database,
+    percentiles,
+    server_params,
+)
+from bench.e2e import free_port, server_env, start_web, stop, tenant, wait_until
 
 CHUNK = 1000
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Startup-phase requests that carry no message type byte.
 _SSL_REQUEST, _GSSENC_REQUEST = 80877103, 80877104
 
 
 # --- CPU from /proc ---------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process, in seconds (0 when it is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 def backend_pids() -> list[int]:
@@ -200,20 +187,7 @@ class CountingProxy:
 
 def start_server(env: dict[str, str]) -> tuple[Any, str]:
     port = free_port()
-    bin_dir = Path(sys.executable).parent
-    web = start(
-        [
-            str(bin_dir / "gunicorn"),
-            "-c",
-            "deploy/gunicorn.conf.py",
-            "taskforge.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--access-logfile",
-            "/dev/null",
-        ],
-        env,
-    )
+    web = start_web(port, env)
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: _ready(url), timeout=60, interval=0.2)
     return web, url

@@ -32,7 +32,7 @@ from bench.common import emit, fresh_database, listen, percentiles, start
 from billing.models import Subscription, Tier
 from jobs import services
 from jobs.models import Job, JobExecution, JobState
-from jobs.queries import DISPATCH_CHANNEL
+from jobs.queries import JOBS_READY_CHANNEL
 from jobs.specs import JobSpec
 from queues.models import Queue
 from workers import claiming
@@ -153,7 +153,7 @@ def bench_latency(samples: int = 500) -> None:
     )
     # The waiting worker: what its long-poll does, in this process (no HTTP): wake on the
     # NOTIFY about its queue, then claim.
-    channel = listen(DISPATCH_CHANNEL)
+    channel = listen(JOBS_READY_CHANNEL)
     try:
         latencies = []
         spec = JobSpec(queue="default", job_type="noop")

@@ -15,7 +15,7 @@ import sys
 import bench  # noqa: F401 - configures Django before the app imports
 from accounts.models import Project
 from bench.common import listen
-from jobs.queries import DISPATCH_CHANNEL
+from jobs.queries import JOBS_READY_CHANNEL
 from jobs.services import ResultItem, report_results
 from workers import claiming
 from workers.models import Worker
@@ -32,7 +32,7 @@ def main(worker_id: str, capacity: int) -> None:
     signal.signal(signal.SIGTERM, stop)
     worker = Worker.objects.all_tenants().get(pk=worker_id)
     project = Project.objects.all_tenants().get(pk=worker.project_id)
-    channel = listen(DISPATCH_CHANNEL)
+    channel = listen(JOBS_READY_CHANNEL)
     while not stopping:
         jobs = claiming.claim(project, worker.pk, limit=capacity).jobs
         if jobs:

@@ -27,11 +27,11 @@ from taskforge.lib.sqlfiles import SqlFiles
 
 # NOTIFYed when jobs become pending: the payload is the queue's id in hex (queue_payload()),
 # or empty when the sender does not know which queues (every waiting long-poll re-checks).
-DISPATCH_CHANNEL = channels.JOBS_READY
+JOBS_READY_CHANNEL = channels.JOBS_READY
 
 
 def queue_payload(queue_id: UUID) -> str:
-    """The payload of a DISPATCH_CHANNEL notification about one queue (notify_ready.sql
+    """The payload of a JOBS_READY_CHANNEL notification about one queue (notify_ready.sql
     builds the same text in SQL)."""
     return queue_id.hex
 

@@ -263,5 +263,5 @@ def _note_seen(worker_id: UUID, queue_ids: frozenset[UUID]) -> None:
 def channels_of(worker_id: UUID, queue_ids: frozenset[UUID]) -> list[str]:
     """The notification keys whose NOTIFY should wake this worker's long-poll: each of its
     queues' (jobs became pending there) and its own (drained, deregistered, queues changed)."""
-    keys = [f"{queries.DISPATCH_CHANNEL}:{queries.queue_payload(q)}" for q in sorted(queue_ids)]
+    keys = [f"{queries.JOBS_READY_CHANNEL}:{queries.queue_payload(q)}" for q in sorted(queue_ids)]
     return [*keys, queries.worker_channel(worker_id)]

@@ -121,7 +121,7 @@ def _bulk_retry(project: Project, ids: list[UUID]) -> None:
         attempts=0, run_at=Now(), finished_at=None, worker_id=None, lease_token=None,
         lease_expires_at=None, delivered_at=None,
     )  # fmt: skip
-    queries.notify([queries.DISPATCH_CHANNEL])
+    queries.notify([queries.JOBS_READY_CHANNEL])
 
 
 def _bulk_delete(project: Project, ids: list[UUID]) -> None:
@@ -135,7 +135,7 @@ def _bulk_delete(project: Project, ids: list[UUID]) -> None:
     roots = [(pk, f"cancelled: parent job {pk} was deleted") for pk in unfinished]
     cascade = queries.cancel_descendants(roots)
     if cascade.released:
-        queries.notify([queries.DISPATCH_CHANNEL])
+        queries.notify([queries.JOBS_READY_CHANNEL])
     jobs.delete()
     # After the delete: the deleted jobs no longer count as unfinished.
     batches.fire_batch_callbacks(batch_ids | cascade.owed_batches)

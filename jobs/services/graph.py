@@ -37,7 +37,7 @@ def settle(roots: Sequence[tuple[UUID, str]], batch_ids: Iterable[UUID | None]) 
     long-polls for released ones, and fire the callbacks of batches this finished."""
     cascade = queries.cancel_descendants(roots)
     if cascade.released:
-        queries.notify([queries.DISPATCH_CHANNEL])
+        queries.notify([queries.JOBS_READY_CHANNEL])
     batches.fire_batch_callbacks({*batch_ids, *cascade.owed_batches})
 
 

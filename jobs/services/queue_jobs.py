@@ -53,7 +53,7 @@ def purge_waiting_jobs(queue: Queue, *, batch_size: int = BATCH_SIZE) -> int:
         batches.fire_batch_callbacks(settled.owed_batches | batch.owed_batches)
         after = batch.last_id
     if released:
-        queries.notify([queries.DISPATCH_CHANNEL])
+        queries.notify([queries.JOBS_READY_CHANNEL])
     return deleted
 
 

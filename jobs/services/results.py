@@ -127,7 +127,7 @@ def report_results(
         cascade = graph.cascade_failures(applied)
         batches.fire_batch_callbacks(graph.owed_batches(applied, cascade))
         # Released children are new work for the long-polls.
-        channels = [queries.DISPATCH_CHANNEL] if released or cascade.released else []
+        channels = [queries.JOBS_READY_CHANNEL] if released or cascade.released else []
         # The slots these results freed are the reporting worker's: its long-poll may be
         # waiting for them. A worker fetches as soon as its handlers return, often before
         # their results are applied, and the claim then finds it full; without this it
@@ -207,7 +207,7 @@ def expire_leases(*, limit: int) -> int:
         cascade = graph.cascade_failures(outcomes)
         batches.fire_batch_callbacks(graph.owed_batches(outcomes, cascade))
         if cascade.released:
-            queries.notify([queries.DISPATCH_CHANNEL])
+            queries.notify([queries.JOBS_READY_CHANNEL])
         return len(expired)
 
 
@@ -236,7 +236,7 @@ def fail_worker_jobs_in_transaction(
     batches.fire_batch_callbacks(graph.owed_batches(outcomes, cascade))
     # Released children are new work for the long-polls.
     if cascade.released:
-        queries.notify([queries.DISPATCH_CHANNEL])
+        queries.notify([queries.JOBS_READY_CHANNEL])
     return len(outcomes)
 
 

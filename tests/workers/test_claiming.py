@@ -238,15 +238,15 @@ def test_a_submit_notifies_the_jobs_channel_with_its_queues_id(project, queue, m
     wanted = {"dbname", "user", "password", "host", "port"}
     params = {k: v for k, v in connection.get_connection_params().items() if k in wanted}
     with psycopg.connect(**params, autocommit=True) as listener:
-        listener.execute(f"LISTEN {queries.DISPATCH_CHANNEL}")
+        listener.execute(f"LISTEN {queries.JOBS_READY_CHANNEL}")
 
         services.submit_job(project, JobSpec(queue="other", job_type="t"))
         services.submit_jobs(project, [JobSpec(queue="default", job_type="t")] * 3)
 
         notifies = list(listener.notifies(timeout=5, stop_after=2))
     assert [(n.channel, n.payload) for n in notifies] == [
-        (queries.DISPATCH_CHANNEL, other.pk.hex),
-        (queries.DISPATCH_CHANNEL, queue.pk.hex),
+        (queries.JOBS_READY_CHANNEL, other.pk.hex),
+        (queries.JOBS_READY_CHANNEL, queue.pk.hex),
     ]
 
 

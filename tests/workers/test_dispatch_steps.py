@@ -60,14 +60,14 @@ def test_promotion_notifies_each_queue_it_made_jobs_pending_in_once(project, que
     submit_many(project, 1, queue="idle", delay_seconds=3600)  # not due: no NOTIFY for it
     Job.objects.all_tenants().filter(pk__in=due).update(run_at=Now() - timedelta(seconds=1))
     with psycopg.connect(**listener_params(), autocommit=True) as listener:
-        listener.execute(f"LISTEN {queries.DISPATCH_CHANNEL}")
+        listener.execute(f"LISTEN {queries.JOBS_READY_CHANNEL}")
 
         assert Dispatcher(batch_size=100).promote_due() == 5
 
         notifies = list(listener.notifies(timeout=2))
     # The payload names the queue (workers/notifications.py wakes only its workers' polls).
     assert sorted(n.payload for n in notifies) == sorted([queue.pk.hex, other.pk.hex])
-    assert {n.channel for n in notifies} == {queries.DISPATCH_CHANNEL}
+    assert {n.channel for n in notifies} == {queries.JOBS_READY_CHANNEL}
     assert idle.pk.hex not in {n.payload for n in notifies}
 
 

@@ -358,13 +358,6 @@ class AssignedJob:
     timeout_seconds: int
 
 
-def extend_leases(worker_id: UUID, job_ids: Sequence[UUID], *, lease_seconds: int) -> int:
-    """Push back the leases of the worker's jobs among ``job_ids`` (which acknowledges their
-    delivery); rows another transaction holds are skipped. Return how many changed."""
-    params = {"worker_id": worker_id, "ids": list(job_ids), "lease_seconds": lease_seconds}
-    return _rowcount("extend_leases", params)
-
-
 def prune_jobs(*, limit: int, days: int | None = None) -> int:
     """Delete up to ``limit`` finished jobs past retention (see prune_jobs.sql); return how many."""
     return _rowcount("prune_jobs", {"limit": limit, "days": days})

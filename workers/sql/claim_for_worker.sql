@@ -15,7 +15,7 @@
 -- Each claim issues a fresh lease_token (the fencing token) and records the attempt as a
 -- JobExecution row. Delivery is not acknowledgement: the answer may be written to a process
 -- that died with its long-poll open, so the lease is only %(ack_seconds)s (the
--- acknowledgement timeout) until a heartbeat names the job (extend_leases.sql); a job nobody
+-- acknowledgement timeout) until a heartbeat names the job (heartbeat.sql); a job nobody
 -- acknowledges expires then and is retried, instead of waiting out a whole lease.
 -- Rate limits: the buckets of the rate-limited queues (parallel arrays, empty when none) were
 -- locked and read by lock_rate_limits.sql earlier in this transaction, and each queue's count

@@ -15,8 +15,9 @@
 -- Index: the primary key for the named ids (at most 10,000); job_worker_held_cancelled
 -- (worker_id) WHERE state = 'cancelled' AND lease_expires_at IS NOT NULL for the unnamed.
 -- Row locks: the worker row is updated (a fetch claiming for this worker holds it briefly).
--- Job rows are locked SKIP LOCKED, as in extend_leases.sql: a row another transaction holds
--- does not hold up the heartbeat, and the next heartbeat catches up on it. The named and
+-- Job rows are locked SKIP LOCKED: a row another transaction holds does not hold up the
+-- heartbeat (and with it every other lease of the worker); lease expiry skips locked rows as
+-- well, so the next heartbeat after the lock is gone catches up on it. The named and
 -- the unnamed sets are disjoint, so no row is changed twice in the statement.
 WITH worker AS (
     UPDATE workers_worker

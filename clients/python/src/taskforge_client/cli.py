@@ -129,9 +129,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if args.log_level != "DEBUG":
-        # One line per HTTP request is noise for a worker; our own loggers say what matters.
-        logging.getLogger("httpx").setLevel(logging.WARNING)
     # Console scripts start with their own directory on sys.path, not the current one.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from taskforge_client import __version__
-from taskforge_client._lean_httpx import httpx
+from taskforge_client._http import ConnectFailed, HTTPFailure, Response, Transport
 from taskforge_client.errors import (
     EncodingError,
     RateLimited,
@@ -43,8 +43,6 @@ from taskforge_client.jobs import Job
 API_PREFIX = "/api/v1"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRY_STATUSES = frozenset({502, 503, 504})
-# Raised before a single byte of the request left: repeating any request is safe.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,7 +94,7 @@ class TaskForge:
         *,
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
-        transport: httpx.BaseTransport | None = None,
+        transport: Transport | None = None,
     ) -> None:
         base = url.rstrip("/")
         if base.endswith(API_PREFIX):
@@ -104,15 +102,14 @@ class TaskForge:
         self.url = base
         self.timeout = timeout
         self.retry_policy = retry or RetryPolicy()
-        self._http = httpx.Client(
-            base_url=base + API_PREFIX,
+        self._http = transport or Transport(
+            base + API_PREFIX,
             headers={
                 "Authorization": f"Bearer {api_key}",
                 "User-Agent": f"taskforge-client/{__version__}",
                 "Accept": "application/json",
             },
             timeout=timeout,
-            transport=transport,
         )
 
     # --- jobs ---------------------------------------------------------------------------------
@@ -315,8 +312,8 @@ class TaskForge:
         method = method.upper()
         if idempotent is None:
             idempotent = method in SAFE_METHODS
-        # Encoded here, not by httpx: its UnicodeEncodeError or ValueError would escape as
-        # neither a TaskForgeError nor a transport error, and callers could not tell it apart.
+        # Encoded before anything is sent: a UnicodeEncodeError or ValueError from deeper down
+        # would be neither a TaskForgeError nor a transport error, and callers could not tell.
         content = encode_json(json) if json is not None else None
         headers = {"Content-Type": "application/json"} if content is not None else None
         policy = self.retry_policy
@@ -332,9 +329,9 @@ class TaskForge:
                     params=params,
                     timeout=timeout if timeout is not None else self.timeout,
                 )
-            except httpx.TransportError as exc:
+            except HTTPFailure as exc:
                 wait = policy.backoff(attempt)
-                repeatable = idempotent or isinstance(exc, _NOT_SENT)
+                repeatable = idempotent or isinstance(exc, ConnectFailed)
                 if repeatable and policy.allows(attempt, started, wait):
                     policy.sleep(wait)
                     attempt += 1
@@ -343,7 +340,7 @@ class TaskForge:
                     f"{method} {path}: {type(exc).__name__}: {exc}", details={"path": path}
                 ) from exc
             if response.is_success:
-                return response.json() if response.content else None
+                return _json.loads(response.content) if response.content else None
             error = _error_from(response)
             retry_after = _retry_after(response)
             if self._should_retry(response, error, idempotent, retry_after):
@@ -358,7 +355,7 @@ class TaskForge:
 
     def _should_retry(
         self,
-        response: httpx.Response,
+        response: Response,
         error: TaskForgeError,
         safe: bool,
         retry_after: float | None,
@@ -368,7 +365,7 @@ class TaskForge:
             return False
         if isinstance(error, RateLimited):
             return True  # refused before the view ran: repeating is always safe
-        return safe and response.status_code in RETRY_STATUSES
+        return safe and response.status in RETRY_STATUSES
 
     def close(self) -> None:
         self._http.close()
@@ -389,7 +386,7 @@ class TaskForge:
 
 
 def encode_json(value: Any) -> bytes:
-    """``value`` as the JSON bytes of a request body (UTF-8, compact, as httpx would send it).
+    """``value`` as the JSON bytes of a request body (UTF-8, compact).
 
     Raises EncodingError, naming the problem, when it cannot be: a lone surrogate (half of a
     UTF-16 pair, which UTF-8 cannot encode), NaN or Infinity, a type JSON lacks, or nesting
@@ -456,13 +453,13 @@ def job_body(
     return {name: value for name, value in fields.items() if value is not None}
 
 
-def _error_from(response: httpx.Response) -> TaskForgeError:
+def _error_from(response: Response) -> TaskForgeError:
     """The exception for an error response, from the envelope when there is one."""
     code: str | None = None
     message = ""
     details: dict[str, Any] = {}
     try:
-        body = response.json()
+        body = _json.loads(response.content)
     except ValueError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
@@ -472,20 +469,20 @@ def _error_from(response: httpx.Response) -> TaskForgeError:
         details = envelope.get("details") if isinstance(envelope.get("details"), dict) else {}
     if not message:
         # Not our envelope: a proxy's error page, say. Keep the start of it.
-        message = response.text[:200].strip() or response.reason_phrase or "error"
-    cls = error_class(response.status_code, code)
+        message = response.text[:200].strip() or response.reason or "error"
+    cls = error_class(response.status, code)
     if issubclass(cls, RateLimited):
         return RateLimited(
             message,
             code=code,
             details=details,
-            status=response.status_code,
+            status=response.status,
             retry_after=_retry_after(response),
         )
-    return cls(message, code=code, details=details, status=response.status_code)
+    return cls(message, code=code, details=details, status=response.status)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: Response) -> float | None:
     """Retry-After in seconds: delta-seconds or an HTTP date."""
     value = response.headers.get("Retry-After")
     if not value:

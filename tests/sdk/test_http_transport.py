@@ -1,0 +1,171 @@
+"""The SDK's HTTP transport over real sockets: keep-alive, reconnects, timeouts, proxies.
+
+The server here is a scripted ``http.server`` on a free port, so that the failures a worker
+meets in production (an idle connection closed by the server, an answer that never comes, a
+port nobody listens on) happen for real on the wire.
+"""
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from taskforge_client import RetryPolicy, TaskForge, TransportError
+from taskforge_client._http import ConnectFailed, ReadTimeout, Transport, _proxy_for
+
+JOB = {"id": "0190a000-0000-7000-8000-000000000001", "queue": "default", "job_type": "t",
+       "state": "pending", "payload": {}, "priority": 5, "attempts": 0}  # fmt: skip
+
+
+class Recorder(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive
+
+    def log_message(self, *args):
+        pass
+
+    def setup(self):
+        super().setup()
+        with self.server.lock:
+            self.server.connections.append(self.connection)
+
+    def finish(self):
+        super().finish()
+        self.server.ended.set()  # the client closed the connection
+
+    def answer(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        with self.server.lock:
+            self.server.seen.append((self.command, self.path, dict(self.headers), body))
+        time.sleep(self.server.delay)
+        out = json.dumps(JOB).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    do_GET = do_POST = do_DELETE = answer
+
+
+@pytest.fixture
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    httpd.daemon_threads = True
+    httpd.lock = threading.Lock()
+    httpd.seen, httpd.connections, httpd.delay = [], [], 0.0
+    httpd.ended = threading.Event()
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_requests_share_one_kept_alive_connection_and_send_the_key(server):
+    client = TaskForge(server.url, "tf_secret")
+    for _ in range(5):
+        client.get_job("abc")
+    assert len(server.connections) == 1
+    method, path, headers, _ = server.seen[0]
+    assert (method, path) == ("GET", "/api/v1/jobs/abc")
+    assert headers["Authorization"] == "Bearer tf_secret"
+    assert headers["User-Agent"].startswith("taskforge-client/")
+
+
+def test_the_base_url_may_carry_the_api_prefix_or_not(server):
+    for url in (server.url, server.url + "/api/v1", server.url + "/api/v1/"):
+        TaskForge(url, "k").get_job("abc")
+    assert [path for _, path, _, _ in server.seen] == ["/api/v1/jobs/abc"] * 3
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_before_sending(server):
+    client = TaskForge(server.url, "k", retry=RetryPolicy(attempts=1))
+    client.get_job("abc")
+    server.connections[0].shutdown(socket.SHUT_RDWR)  # as a keep-alive timeout would
+    time.sleep(0.05)
+
+    # A POST is not repeated after an ambiguous failure: it must not meet the dead socket.
+    client.request("POST", "/jobs/abc/cancel")
+
+    assert [method for method, _, _, _ in server.seen] == ["GET", "POST"]
+    assert len(server.connections) == 2
+
+
+def test_an_answer_that_never_comes_is_a_read_timeout_and_a_post_is_not_repeated(server):
+    server.delay = 1.0
+    transport = Transport(server.url, {}, timeout=0.2)
+    with pytest.raises(ReadTimeout):
+        transport.request("GET", "/slow")
+
+    client = TaskForge(server.url, "k", timeout=0.2)
+    with pytest.raises(TransportError, match=r"no answer within 0\.2s"):
+        client.request("POST", "/jobs/abc/logs", json={"message": "x"})
+    assert [method for method, _, _, _ in server.seen] == ["GET", "POST"]
+
+
+def test_a_port_nobody_listens_on_is_a_connect_failure_that_reads_retry(server):
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ConnectFailed, match="refused"):
+        Transport(url, {}, timeout=1).request("GET", "/")
+
+    sleeps = []
+    client = TaskForge(url, "k", retry=RetryPolicy(attempts=3, sleep=sleeps.append))
+    with pytest.raises(TransportError, match="refused") as caught:
+        client.request("POST", "/jobs/x/cancel")  # never sent, so safe to repeat
+    assert caught.value.status is None and len(sleeps) == 2
+
+
+def test_each_thread_gets_its_own_connection(server):
+    server.delay = 0.3
+    client = TaskForge(server.url, "k")
+    threads = [threading.Thread(target=client.get_job, args=("abc",)) for _ in range(3)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert time.monotonic() - started < 0.85  # in parallel, not one after another
+    assert len(server.seen) == 3 and len(server.connections) == 3
+
+
+def test_close_closes_the_connections_and_a_later_request_opens_a_new_one(server):
+    client = TaskForge(server.url, "k")
+    client.get_job("abc")
+    assert not server.ended.wait(0.2)
+    client.close()
+    assert server.ended.wait(5)  # the server saw the end of the stream
+    client.get_job("abc")
+    assert len(server.connections) == 2
+
+
+def test_query_parameters_are_encoded(server):
+    Transport(server.url, {}, timeout=5).request(
+        "GET", "/x", params={"wait": 30, "state": ["dead", "pending"], "q": "a b&c"}
+    )
+    assert server.seen[0][1] == "/x?wait=30&state=dead&state=pending&q=a+b%26c"
+
+
+def test_an_http_proxy_from_the_environment_gets_the_absolute_url(server, monkeypatch):
+    monkeypatch.setenv("http_proxy", server.url)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    TaskForge("http://taskforge.invalid", "k").get_job("abc")
+    assert server.seen[0][1] == "http://taskforge.invalid/api/v1/jobs/abc"
+
+    monkeypatch.setenv("no_proxy", "localhost, .invalid")
+    assert _proxy_for("http", "taskforge.invalid") is None
+    assert _proxy_for("http", "invalid") is None
+    assert _proxy_for("http", "taskforge.example") == ("127.0.0.1", server.server_address[1])
+    monkeypatch.setenv("https_proxy", "socks5://proxy:1080")
+    with pytest.raises(ValueError, match="only http:// proxies"):
+        _proxy_for("https", "elsewhere.example")

@@ -599,6 +599,7 @@ class Loader:
             payload=json.dumps(payload),
             state=state,
             priority=priority,
+            sub_priority=0,
             max_attempts=5,
             timeout_seconds=300,
             idempotency_key=idempotency_key,

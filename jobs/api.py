@@ -47,7 +47,7 @@ from jobs.serializers import (
 from jobs.services import listing
 from jobs.services.submit import submit_one, without_parents
 from queues.models import Queue
-from taskforge.lib.errors import NotFound
+from taskforge.lib.errors import NotFound, field_error
 from taskforge.lib.fastjson import json_response
 from taskforge.lib.pagination import paginate
 from taskforge.lib.serializers import page_of
@@ -188,13 +188,29 @@ class JobDetailApi(TenantAPIView):
     @extend_schema(
         summary="A job, with its parents and children",
         responses=JobDetailSerializer,
+        parameters=[
+            OpenApiParameter(
+                "expand",
+                OpenApiTypes.STR,
+                enum=["executions"],
+                description="`executions`: include the job's attempts (as GET "
+                "/jobs/{id}/executions lists them) under `executions`, in the same request.",
+            )
+        ],
         description="`parents` / `children` list job ids; `parent_edges` / `child_edges` list "
         "the same edges with each one's `on_parent_failure`.",
     )
     def get(self, request: Request, job_id: str) -> Response:
+        expand = request.query_params.getlist("expand")
+        unknown = sorted(set(expand) - {"executions"})
+        if unknown:
+            raise field_error("expand", f"unknown value {unknown[0]!r}: only executions is")
         job = _get_job(request, job_id)
         prefetch_related_objects([job], "parent_edges", "child_edges")
-        return Response(JobDetailSerializer(job).data)
+        data = JobDetailSerializer(job).data
+        if expand:
+            data["executions"] = _executions(request, job)
+        return Response(data)
 
 
 class JobExecutionsApi(TenantAPIView):
@@ -204,15 +220,12 @@ class JobExecutionsApi(TenantAPIView):
         summary="The job's attempts", responses=page_of(ExecutionSerializer, cursor=False)
     )
     def get(self, request: Request, job_id: str) -> Response:
-        job = _get_job(request, job_id)
-        executions = JobExecution.objects.for_project(project_of(request)).filter(job=job)
-        return Response(
-            {
-                "results": ExecutionSerializer(
-                    executions.order_by("started_at", "id"), many=True
-                ).data
-            }
-        )
+        return Response({"results": _executions(request, _get_job(request, job_id))})
+
+
+def _executions(request: Request, job: Job) -> Any:
+    executions = JobExecution.objects.for_project(project_of(request)).filter(job=job)
+    return ExecutionSerializer(executions.order_by("started_at", "id"), many=True).data
 
 
 class JobLogsApi(TenantAPIView):
@@ -357,6 +370,7 @@ class JobFailApi(TenantAPIView):
             job.pk,
             lease_token=data["lease_token"],
             error=data["error"],
+            traceback=data["traceback"],
             retryable=data["retryable"],
         )
         return Response(JobStateSerializer(job).data)

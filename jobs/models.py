@@ -87,6 +87,9 @@ class Job(models.Model):
     payload = models.JSONField(default=dict)
     state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.PENDING)
     priority = models.PositiveSmallIntegerField(default=5)
+    # Orders jobs of one priority, higher first: a client with a finer scale than 0-9 keeps its
+    # exact order (the Django Tasks backend sends Django's -100..100 here).
+    sub_priority = models.SmallIntegerField(default=0, db_default=0)
     run_at = models.DateTimeField(default=now)
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=5)
@@ -118,6 +121,10 @@ class Job(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.CheckConstraint(condition=Q(priority__lte=9), name="job_priority_0_9"),
+            models.CheckConstraint(
+                condition=Q(sub_priority__gte=-100, sub_priority__lte=100),
+                name="job_sub_priority_range",
+            ),
             models.CheckConstraint(condition=Q(state__in=JobState.values), name="job_state_valid"),
             models.CheckConstraint(condition=Q(max_attempts__gte=1), name="job_max_attempts_1"),
             models.CheckConstraint(condition=Q(timeout_seconds__gte=1), name="job_timeout_1"),
@@ -137,7 +144,7 @@ class Job(models.Model):
             # rows, so its plan does not depend on table statistics and stays small under any
             # backlog.
             models.Index(
-                fields=["queue", "-priority", "run_at", "id"],
+                fields=["queue", "-priority", "-sub_priority", "run_at", "id"],
                 name="job_claim_pending",
                 condition=Q(state=JobState.PENDING),
             ),
@@ -274,6 +281,9 @@ class JobExecution(models.Model):
         max_length=10, choices=ExecutionStatus.choices, default=ExecutionStatus.STARTED
     )
     error = models.TextField(blank=True, default="")
+    # The worker's full traceback of a failed attempt, when it sent one (error is its summary).
+    # db_default: the claim's raw INSERT (claim_for_worker.sql) leaves it out.
+    traceback = models.TextField(blank=True, default="", db_default="")
     started_at = models.DateTimeField(default=now)
     finished_at = models.DateTimeField(null=True, blank=True)
 

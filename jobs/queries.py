@@ -61,6 +61,7 @@ class JobRow(NamedTuple):
     payload: str
     state: str
     priority: int
+    sub_priority: int
     run_at: datetime
     attempts: int
     max_attempts: int
@@ -245,6 +246,8 @@ class Failed(NamedTuple):
     lease_token: UUID
     error: str
     retryable: bool
+    # The worker's full traceback, kept on the execution ("" when it sent none).
+    traceback: str = ""
 
 
 def complete_jobs(project_id: UUID, items: Sequence[Done]) -> Completion:
@@ -291,6 +294,7 @@ def _fail(
         "lease_tokens": [item.lease_token for item in items],
         "errors": [item.error for item in items],
         "retryable": [item.retryable for item in items],
+        "tracebacks": [item.traceback for item in items],
         "execution_status": execution_status,
     }
     return [Outcome(*row) for row in _execute("fail_jobs", params)]
@@ -356,6 +360,10 @@ class AssignedJob:
     lease_token: UUID
     lease_expires_at: datetime
     timeout_seconds: int
+    queue: str
+    priority: int
+    sub_priority: int
+    created_at: datetime
 
 
 def prune_jobs(*, limit: int, days: int | None = None) -> int:
@@ -698,6 +706,7 @@ def copy_text(rows: Sequence[JobRow]) -> bytes:
                 run(
                     row.state,
                     row.priority,
+                    row.sub_priority,
                     row.run_at,
                     row.attempts,
                     row.max_attempts,
@@ -747,6 +756,7 @@ class SubmittedRow(NamedTuple):
     payload: str | None
     state: str | None
     priority: int | None
+    sub_priority: int | None
     run_at: datetime | None
     attempts: int | None
     max_attempts: int | None
@@ -772,6 +782,7 @@ def submit_job(
     job_type: str,
     payload: str,
     priority: int,
+    sub_priority: int,
     max_attempts: int | None,
     timeout_seconds: int | None,
     idempotency_key: str | None,
@@ -797,6 +808,7 @@ def submit_job(
             "job_type": job_type,
             "payload": payload,
             "priority": str(priority),
+            "sub_priority": str(sub_priority),
             "max_attempts": _text(max_attempts),
             "timeout_seconds": _text(timeout_seconds),
             "idempotency_key": idempotency_key,

@@ -66,6 +66,14 @@ class JobFieldsSerializer(StrictSerializer):
 
 
 class JobSubmitSerializer(JobFieldsSerializer):
+    sub_priority = serializers.IntegerField(
+        min_value=limits.SUB_PRIORITY_MIN,
+        max_value=limits.SUB_PRIORITY_MAX,
+        required=False,
+        default=0,
+        help_text="Orders jobs of the same priority, higher first (default 0): for a client "
+        "whose own priority scale is finer than 0-9, such as Django's -100 to 100.",
+    )
     run_at = AwareDateTimeField(required=False, allow_null=True, default=None)
     delay_seconds = serializers.FloatField(
         min_value=0,
@@ -166,8 +174,8 @@ class JobSerializer(serializers.ModelSerializer):
     class Meta:
         model = Job
         fields = [
-            "id", "queue", "job_type", "payload", "state", "priority", "run_at", "attempts",
-            "max_attempts", "timeout_seconds", "idempotency_key", "tags", "result",
+            "id", "queue", "job_type", "payload", "state", "priority", "sub_priority", "run_at",
+            "attempts", "max_attempts", "timeout_seconds", "idempotency_key", "tags", "result",
             "last_error", "worker", "created_at", "started_at", "finished_at", "batch_id",
         ]  # fmt: skip
         read_only_fields = fields
@@ -221,7 +229,10 @@ class ExecutionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = JobExecution
-        fields = ["id", "attempt", "status", "worker", "error", "started_at", "finished_at"]
+        fields = [
+            "id", "attempt", "status", "worker", "error", "traceback", "started_at",
+            "finished_at",
+        ]  # fmt: skip
         read_only_fields = fields
 
 
@@ -316,7 +327,16 @@ class CompleteSerializer(StrictSerializer):
 
 class FailSerializer(StrictSerializer):
     lease_token = serializers.UUIDField()
-    error = serializers.CharField(max_length=10_000, allow_blank=True)
+    error = serializers.CharField(max_length=limits.ERROR_MAX_LENGTH, allow_blank=True)
+    traceback = serializers.CharField(
+        max_length=limits.TRACEBACK_MAX_LENGTH,
+        allow_blank=True,
+        required=False,
+        default="",
+        trim_whitespace=False,
+        help_text="The full traceback of the failure, kept on the attempt (`error` is its "
+        "summary line).",
+    )
     retryable = serializers.BooleanField(default=True)
 
 
@@ -359,6 +379,7 @@ def job_data(job: Job | SubmittedJob, queue_name: str) -> dict[str, Any]:
         "payload": job.payload,
         "state": job.state,
         "priority": job.priority,
+        "sub_priority": job.sub_priority,
         "run_at": _iso(job.run_at),
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,
@@ -486,6 +507,7 @@ _PLAIN: dict[str, Any] = {
     "job_type": lambda v: _plain_text(v, limits.JOB_TYPE_MAX_LENGTH),
     "payload": _plain_payload,
     "priority": lambda v: _plain_int(v, limits.PRIORITY_MIN, limits.PRIORITY_MAX),
+    "sub_priority": lambda v: _plain_int(v, limits.SUB_PRIORITY_MIN, limits.SUB_PRIORITY_MAX),
     "max_attempts": lambda v: _plain_optional_int(
         v, limits.MAX_ATTEMPTS_MIN, limits.MAX_ATTEMPTS_MAX
     ),
@@ -522,7 +544,8 @@ _CALLBACK = _Shape(  # CallbackSpecSerializer
 )
 _SUBMIT = _Shape(  # JobSubmitSerializer
     _CALLBACK.fields
-    | {"run_at", "delay_seconds", "idempotency_key", "depends_on", "on_parent_failure"},
+    | {"run_at", "delay_seconds", "idempotency_key", "depends_on", "on_parent_failure"}
+    | {"sub_priority"},
     ("tags", "depends_on"),
 )
 _BATCH_ITEM = _Shape(  # BatchItemSerializer
@@ -633,6 +656,7 @@ def submitted_jobs_data(submitted: Submitted) -> list[dict[str, Any]]:
                 "payload": payload,
                 "state": row.state,
                 "priority": row.priority,
+                "sub_priority": row.sub_priority,
                 "run_at": times(row.run_at),
                 "attempts": row.attempts,
                 "max_attempts": row.max_attempts,

@@ -39,6 +39,7 @@ class JobSpec:
     job_type: str
     payload: Any = field(default_factory=dict)
     priority: int = 5
+    sub_priority: int = 0
     run_at: datetime | None = None
     delay_seconds: float | None = None
     idempotency_key: str | None = None
@@ -86,6 +87,9 @@ def validate_spec(index: int | None, spec: JobSpec) -> str:
     _check_text(index, "queue", spec.queue, max_length=limits.QUEUE_NAME_MAX_LENGTH)
     _check_text(index, "job_type", spec.job_type, max_length=limits.JOB_TYPE_MAX_LENGTH)
     _check_int(index, "priority", spec.priority, limits.PRIORITY_MIN, limits.PRIORITY_MAX)
+    _check_int(
+        index, "sub_priority", spec.sub_priority, limits.SUB_PRIORITY_MIN, limits.SUB_PRIORITY_MAX
+    )
     if spec.max_attempts is not None:
         _check_int(
             index,

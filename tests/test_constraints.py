@@ -343,7 +343,9 @@ def test_the_expected_job_and_worker_indexes_are_declared():
 def test_job_claim_pending_is_a_partial_index_in_the_claim_order():
     indexdef = pg_indexes()["job_claim_pending"]
     columns = indexdef[indexdef.index("(") + 1 : indexdef.index(")")]
-    assert [c.strip() for c in columns.split(",")] == ["queue_id", "priority DESC", "run_at", "id"]
+    assert [c.strip() for c in columns.split(",")] == [
+        "queue_id", "priority DESC", "sub_priority DESC", "run_at", "id",
+    ]  # fmt: skip
     assert "WHERE" in indexdef
     assert "pending" in indexdef.split("WHERE", 1)[1]
 

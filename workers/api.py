@@ -300,6 +300,10 @@ def _assigned(job: AssignedJob) -> dict[str, Any]:
         "lease_token": str(job.lease_token),
         "lease_expires_at": job.lease_expires_at.isoformat().replace("+00:00", "Z"),
         "timeout_seconds": job.timeout_seconds,
+        "queue": job.queue,
+        "priority": job.priority,
+        "sub_priority": job.sub_priority,
+        "created_at": job.created_at.isoformat().replace("+00:00", "Z"),
     }
 
 
@@ -328,6 +332,7 @@ class WorkerResultsApi(TenantAPIView):
                 succeeded=item["status"] == "succeeded",
                 result=item["result"],
                 error=item["error"],
+                traceback=item["traceback"],
                 retryable=item["retryable"],
             )
             for item in serializer.validated_data["results"]

@@ -67,6 +67,10 @@ def claim_for_worker(
                 lease_token=row[5],
                 lease_expires_at=row[6],
                 timeout_seconds=row[7],
+                queue=row[8],
+                priority=row[9],
+                sub_priority=row[10],
+                created_at=row[11],
             ),
         )
         for row in _SQL.rows("claim_for_worker", params)

@@ -327,21 +327,23 @@ def _bucket_tokens(queue: Queue, rate: float, now: datetime) -> float:
 def _jobs_ahead(project: Project, job: Job) -> int:
     """Pending jobs of the queue before ``job`` in the claim order, counted up to AHEAD_CAP+1.
 
-    Two counts, each an index range of job_claim_pending (queue, priority DESC, run_at, id):
-    a higher priority, then the same priority and an earlier (run_at, id). One OR of both
-    could not bound the index scan, and would read the whole backlog behind the job too.
+    Three counts, each an index range of job_claim_pending (queue, priority DESC, sub_priority
+    DESC, run_at, id): a higher priority, the same priority and a higher sub_priority, then
+    both the same and an earlier (run_at, id). One OR of them could not bound the index scan,
+    and would read the whole backlog behind the job too.
     """
     pending = Job.objects.for_project(project).filter(queue_id=job.queue_id, state=JobState.PENDING)
-    higher = pending.filter(priority__gt=job.priority).order_by()[: AHEAD_CAP + 1].count()
-    if higher > AHEAD_CAP:
-        return higher
-    same = (
-        pending.filter(priority=job.priority, run_at__lte=job.run_at)
-        .filter(Q(run_at__lt=job.run_at) | Q(pk__lt=job.pk))
-        .order_by()[: AHEAD_CAP + 1 - higher]
-        .count()
-    )
-    return higher + same
+    ahead = 0
+    for before in (
+        Q(priority__gt=job.priority),
+        Q(priority=job.priority, sub_priority__gt=job.sub_priority),
+        Q(priority=job.priority, sub_priority=job.sub_priority, run_at__lte=job.run_at)
+        & (Q(run_at__lt=job.run_at) | Q(pk__lt=job.pk)),
+    ):
+        ahead += pending.filter(before).order_by()[: AHEAD_CAP + 1 - ahead].count()
+        if ahead > AHEAD_CAP:
+            break
+    return ahead
 
 
 # --- processing -------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from jobs.limits import JOB_TYPE_MAX_LENGTH
+from jobs.limits import ERROR_MAX_LENGTH, JOB_TYPE_MAX_LENGTH, TRACEBACK_MAX_LENGTH
 from taskforge.lib.serializers import BoundedListField, StrictCharField, StrictSerializer
 from workers.models import Worker, WorkerType
 from workers.services import MAX_JOB_TYPES, QueueWeight
@@ -115,6 +115,10 @@ class AssignedJobSerializer(serializers.Serializer[Any]):
     lease_token = serializers.UUIDField()
     lease_expires_at = serializers.DateTimeField()
     timeout_seconds = serializers.IntegerField()
+    queue = serializers.CharField(help_text="The name of the job's queue.")
+    priority = serializers.IntegerField()
+    sub_priority = serializers.IntegerField()
+    created_at = serializers.DateTimeField(help_text="When the job was submitted.")
 
 
 class FetchResponseSerializer(serializers.Serializer[Any]):
@@ -126,7 +130,17 @@ class ResultItemSerializer(StrictSerializer):
     lease_token = serializers.UUIDField()
     status = serializers.ChoiceField(choices=["succeeded", "failed"])
     result = serializers.JSONField(required=False, allow_null=True, default=None)
-    error = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
+    error = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=ERROR_MAX_LENGTH
+    )
+    traceback = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=TRACEBACK_MAX_LENGTH,
+        trim_whitespace=False,
+        help_text="A failure's full traceback, kept on the attempt (`error` is its summary).",
+    )
     retryable = serializers.BooleanField(required=False, default=True)
 
 

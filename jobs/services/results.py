@@ -18,7 +18,7 @@ from uuid import UUID
 from django.db import connection, transaction
 
 from accounts.models import Project
-from jobs import queries
+from jobs import limits, queries
 from jobs.exceptions import JobBusy, StaleLease
 from jobs.models import ExecutionLog, Job, JobExecution, JobState, LogLevel
 from jobs.services import batches, graph, lookup
@@ -38,6 +38,7 @@ class ResultItem:
     result: Any = None
     error: str = ""
     retryable: bool = True
+    traceback: str = ""
 
 
 def complete_job(project: Project, job_id: UUID, *, lease_token: UUID, result: Any = None) -> Job:
@@ -49,11 +50,19 @@ def complete_job(project: Project, job_id: UUID, *, lease_token: UUID, result: A
 
 
 def fail_job(
-    project: Project, job_id: UUID, *, lease_token: UUID, error: str, retryable: bool = True
+    project: Project,
+    job_id: UUID,
+    *,
+    lease_token: UUID,
+    error: str,
+    retryable: bool = True,
+    traceback: str = "",
 ) -> Job:
     """Record a failed attempt: retry after backoff, or dead when exhausted or not retryable.
     StaleLease and JobBusy as for complete_job."""
-    item = ResultItem(job_id, lease_token, False, error=error, retryable=retryable)
+    item = ResultItem(
+        job_id, lease_token, False, error=error, retryable=retryable, traceback=traceback
+    )
     _raise_unless_applied(job_id, report_results(project, [item])[job_id])
     return lookup.get_job(project, job_id)
 
@@ -93,17 +102,25 @@ def report_results(
     for item in items:
         if item.succeeded:
             results[item.job_id] = encode_payload(None, item.result, name="result")
-        elif "\x00" in item.error:
-            raise ValidationFailed(
-                "error: must not contain NUL characters", details={"field": "error"}
-            )
+        else:
+            for name in ("error", "traceback"):
+                if "\x00" in getattr(item, name):
+                    raise ValidationFailed(
+                        f"{name}: must not contain NUL characters", details={"field": name}
+                    )
     with transaction.atomic(durable=True):
         outcomes: dict[UUID, queries.Outcome | None] = {item.job_id: None for item in items}
         done = [
             queries.Done(i.job_id, i.lease_token, results[i.job_id]) for i in items if i.succeeded
         ]
         failed = [
-            queries.Failed(i.job_id, i.lease_token, i.error[:10_000], i.retryable)
+            queries.Failed(
+                i.job_id,
+                i.lease_token,
+                i.error[: limits.ERROR_MAX_LENGTH],
+                i.retryable,
+                i.traceback[: limits.TRACEBACK_MAX_LENGTH],
+            )
             for i in items
             if not i.succeeded
         ]

@@ -126,6 +126,7 @@ class SubmittedJob:
     payload: Any
     state: str
     priority: int
+    sub_priority: int
     run_at: datetime
     attempts: int
     max_attempts: int
@@ -174,6 +175,7 @@ def submit_one(project: Project, spec: JobSpec) -> SubmittedJob:
             job_type=spec.job_type,
             payload=payload,
             priority=spec.priority,
+            sub_priority=spec.sub_priority,
             max_attempts=spec.max_attempts,
             timeout_seconds=spec.timeout_seconds,
             idempotency_key=spec.idempotency_key,
@@ -196,6 +198,7 @@ def submit_one(project: Project, spec: JobSpec) -> SubmittedJob:
             payload=spec.payload,
             state=row.state,  # type: ignore[arg-type]
             priority=spec.priority,
+            sub_priority=spec.sub_priority,
             run_at=row.run_at,  # type: ignore[arg-type]
             attempts=0,
             max_attempts=row.max_attempts,  # type: ignore[arg-type]
@@ -219,6 +222,7 @@ def submit_one(project: Project, spec: JobSpec) -> SubmittedJob:
         payload=json.loads(row.payload),  # type: ignore[arg-type]
         state=row.state,  # type: ignore[arg-type]
         priority=row.priority,  # type: ignore[arg-type]
+        sub_priority=row.sub_priority,  # type: ignore[arg-type]
         run_at=row.run_at,  # type: ignore[arg-type]
         attempts=row.attempts,  # type: ignore[arg-type]
         max_attempts=row.max_attempts,  # type: ignore[arg-type]
@@ -498,6 +502,7 @@ def _new_rows(
             payload=payloads[i],
             state=state,
             priority=spec.priority,
+            sub_priority=spec.sub_priority,
             run_at=run_at,
             attempts=0,
             max_attempts=spec.max_attempts or queue.max_attempts,

@@ -21,8 +21,8 @@
 WITH input AS (
     SELECT *
     FROM unnest(%(ids)s::uuid[], %(lease_tokens)s::uuid[], %(errors)s::text[],
-        %(retryable)s::boolean[])
-        AS i(id, lease_token, error, retryable)
+        %(retryable)s::boolean[], %(tracebacks)s::text[])
+        AS i(id, lease_token, error, retryable, traceback)
 ),
 locked AS MATERIALIZED (
     SELECT job.id
@@ -57,7 +57,7 @@ failed AS (
         AND job.lease_token = i.lease_token
         AND job.state = 'processing'
     RETURNING job.id, job.state, job.run_at, job.batch_id, i.lease_token, i.error,
-        job.organization_id, job.project_id, job.queue_id
+        i.traceback, job.organization_id, job.project_id, job.queue_id
 ),
 busy AS (
     SELECT DISTINCT i.id
@@ -69,7 +69,8 @@ busy AS (
 ),
 closed AS (
     UPDATE jobs_jobexecution AS e
-    SET status = %(execution_status)s, error = failed.error, finished_at = now()
+    SET status = %(execution_status)s, error = failed.error, traceback = failed.traceback,
+        finished_at = now()
     FROM failed
     WHERE e.job_id = failed.id AND e.lease_token = failed.lease_token
 ),

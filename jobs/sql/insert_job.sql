@@ -8,13 +8,13 @@
 -- retries (services.submit_jobs).
 WITH inserted AS (
     INSERT INTO jobs_job (
-        id, organization_id, project_id, queue_id, job_type, payload, state, priority, run_at,
-        attempts, max_attempts, timeout_seconds, idempotency_key, tags, result, last_error,
-        worker_id, lease_token, lease_expires_at, delivered_at, pending_parents, batch_id,
-        created_at, started_at, finished_at
+        id, organization_id, project_id, queue_id, job_type, payload, state, priority,
+        sub_priority, run_at, attempts, max_attempts, timeout_seconds, idempotency_key, tags,
+        result, last_error, worker_id, lease_token, lease_expires_at, delivered_at,
+        pending_parents, batch_id, created_at, started_at, finished_at
     ) VALUES (
         %(id)s, %(organization_id)s, %(project_id)s, %(queue_id)s, %(job_type)s,
-        %(payload)s::jsonb, %(state)s, %(priority)s, %(run_at)s, %(attempts)s,
+        %(payload)s::jsonb, %(state)s, %(priority)s, %(sub_priority)s, %(run_at)s, %(attempts)s,
         %(max_attempts)s, %(timeout_seconds)s, %(idempotency_key)s, %(tags)s::text[],
         %(result)s::jsonb, %(last_error)s, %(worker_id)s, %(lease_token)s,
         %(lease_expires_at)s, %(delivered_at)s, %(pending_parents)s, %(batch_id)s,

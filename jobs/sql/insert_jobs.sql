@@ -9,8 +9,8 @@
 -- (project, idempotency_key) first makes this COPY fail with a unique violation; the caller
 -- rolls back and retries, and the retry finds the winner's job (services.submit_jobs).
 COPY jobs_job (
-    id, organization_id, project_id, queue_id, job_type, payload, state, priority, run_at,
-    attempts, max_attempts, timeout_seconds, idempotency_key, tags, result, last_error,
+    id, organization_id, project_id, queue_id, job_type, payload, state, priority, sub_priority,
+    run_at, attempts, max_attempts, timeout_seconds, idempotency_key, tags, result, last_error,
     worker_id, lease_token, lease_expires_at, delivered_at, pending_parents, batch_id,
     created_at, started_at, finished_at
 ) FROM STDIN

@@ -3,9 +3,11 @@
 -- oldest pending job by its run_at (the time it became due), at %(now)s or now(); NULL
 -- without pending jobs.
 -- The oldest pending job is found without sorting the backlog: job_claim_pending is ordered
--- (queue_id, priority DESC, run_at, id), so for each of the ten priorities the first entry
--- of (queue, priority) is that priority's oldest; the minimum of those ten is the queue's
--- (a loose index scan: at most ten index probes per queue, whatever the backlog).
+-- (queue_id, priority DESC, sub_priority DESC, run_at, id), so the first entry of each
+-- (priority, sub_priority) present is that pair's oldest; the minimum of those is the
+-- queue's. A recursive loose index scan walks from one pair to the next: one index probe per
+-- pair present (usually ten at most: sub_priority is 0 unless a client sets it), whatever
+-- the backlog.
 -- Index: job_claim_pending for pending, job_queue_state (queue_id, state) for processing;
 -- each state a literal, so the planner can match the partial indexes.
 -- Tenancy: the queues are %(project_id)s's (queues_queue), and a job's project is its queue's.
@@ -18,14 +20,22 @@ SELECT q.id,
         SELECT 1 FROM jobs_job AS j WHERE j.queue_id = q.id AND j.state = 'processing'
         LIMIT %(running_cap)s + 1) AS capped) AS running,
     extract(epoch FROM coalesce(%(now)s::timestamptz, now()) - (
-        SELECT min(oldest.run_at)
-        FROM generate_series(0, 9) AS p(priority)
-        CROSS JOIN LATERAL (
-            SELECT j.run_at FROM jobs_job AS j
-            WHERE j.queue_id = q.id AND j.state = 'pending' AND j.priority = p.priority
-            ORDER BY j.run_at
-            LIMIT 1
-        ) AS oldest
+        WITH RECURSIVE heads AS (
+            (SELECT j.priority, j.sub_priority, j.run_at FROM jobs_job AS j
+             WHERE j.queue_id = q.id AND j.state = 'pending'
+             ORDER BY j.priority DESC, j.sub_priority DESC, j.run_at, j.id
+             LIMIT 1)
+            UNION ALL
+            SELECT following.* FROM heads AS h
+            CROSS JOIN LATERAL (
+                SELECT j.priority, j.sub_priority, j.run_at FROM jobs_job AS j
+                WHERE j.queue_id = q.id AND j.state = 'pending'
+                    AND (j.priority, j.sub_priority) < (h.priority, h.sub_priority)
+                ORDER BY j.priority DESC, j.sub_priority DESC, j.run_at, j.id
+                LIMIT 1
+            ) AS following
+        )
+        SELECT min(run_at) FROM heads
     ))::float8 AS oldest_pending_seconds
 FROM queues_queue AS q
 WHERE q.project_id = %(project_id)s::uuid

@@ -23,15 +23,15 @@ WITH queue AS (
 ),
 new_job AS (
     INSERT INTO jobs_job (
-        id, organization_id, project_id, queue_id, job_type, payload, state, priority, run_at,
-        attempts, max_attempts, timeout_seconds, idempotency_key, tags, result, last_error,
-        worker_id, lease_token, lease_expires_at, delivered_at, pending_parents, batch_id,
-        created_at, started_at, finished_at
+        id, organization_id, project_id, queue_id, job_type, payload, state, priority,
+        sub_priority, run_at, attempts, max_attempts, timeout_seconds, idempotency_key, tags,
+        result, last_error, worker_id, lease_token, lease_expires_at, delivered_at,
+        pending_parents, batch_id, created_at, started_at, finished_at
     )
     SELECT
         %(id)s, %(organization_id)s, %(project_id)s, queue.id, %(job_type)s,
         %(payload)s::jsonb, CASE WHEN due.run_at > now() THEN 'scheduled' ELSE 'pending' END,
-        %(priority)s::smallint, due.run_at, 0,
+        %(priority)s::smallint, %(sub_priority)s::smallint, due.run_at, 0,
         coalesce(%(max_attempts)s::integer, queue.max_attempts),
         coalesce(%(timeout_seconds)s::integer, queue.timeout_seconds),
         %(idempotency_key)s::text, %(tags)s::text[], NULL, '', NULL, NULL, NULL, NULL, 0, NULL,
@@ -53,7 +53,8 @@ notified AS (
 )
 SELECT
     'created' AS outcome, id, NULL::text AS queue_name, NULL::text AS job_type,
-    NULL::text AS payload, state, NULL::smallint AS priority, run_at, 0 AS attempts,
+    NULL::text AS payload, state, NULL::smallint AS priority, NULL::smallint AS sub_priority,
+    run_at, 0 AS attempts,
     max_attempts, timeout_seconds, NULL::text AS idempotency_key, NULL::text[] AS tags,
     NULL::text AS result, NULL::text AS last_error, NULL::uuid AS worker_id, created_at,
     NULL::timestamptz AS started_at, NULL::timestamptz AS finished_at, NULL::uuid AS batch_id,
@@ -62,8 +63,8 @@ FROM new_job
 UNION ALL
 SELECT
     'existing', job.id, job_queue.name, job.job_type, job.payload::text, job.state,
-    job.priority, job.run_at, job.attempts, job.max_attempts, job.timeout_seconds,
-    job.idempotency_key, job.tags::text[], job.result::text, job.last_error, job.worker_id,
+    job.priority, job.sub_priority, job.run_at, job.attempts, job.max_attempts,
+    job.timeout_seconds, job.idempotency_key, job.tags::text[], job.result::text, job.last_error, job.worker_id,
     job.created_at, job.started_at, job.finished_at, job.batch_id, 0
 FROM jobs_job AS job
 JOIN queues_queue AS job_queue ON job_queue.id = job.queue_id
@@ -76,5 +77,5 @@ WHERE job.project_id = %(project_id)s
 UNION ALL
 SELECT
     'no_queue', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-    NULL, NULL, NULL, NULL, NULL, NULL, 0
+    NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0
 WHERE NOT EXISTS (SELECT FROM queue)

@@ -200,6 +200,7 @@ def insert_uncommitted(conn: psycopg.Connection[Any], project: Any, key: str) ->
             "job_type": "theirs",
             "payload": "{}",
             "priority": 5,
+            "sub_priority": 0,
             "max_attempts": None,
             "timeout_seconds": None,
             "idempotency_key": key,

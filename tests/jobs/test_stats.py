@@ -502,6 +502,19 @@ def test_the_oldest_pending_age_is_the_earliest_run_at_over_every_priority(proje
 
 
 @pytest.mark.django_db
+def test_the_oldest_pending_age_covers_every_sub_priority_of_a_priority(project, queue):
+    ages = {(5, 50): 5, (5, 0): 40, (5, -7): 20, (2, 100): 10, (2, -100): 25}
+    for (priority, sub_priority), minutes in ages.items():
+        job = submit(project, priority=priority, sub_priority=sub_priority)
+        Job.objects.all_tenants().filter(pk=job.pk).update(run_at=NOW - timedelta(minutes=minutes))
+
+    [row] = stats.queue_health(project, now=NOW)
+
+    # The oldest sits behind a younger job of a higher sub_priority in the same priority.
+    assert row.oldest_pending_seconds == pytest.approx(40 * 60)
+
+
+@pytest.mark.django_db
 def test_queue_health_reads_rates_and_the_sparkline_from_the_rollup(project, queue, make_queue):
     idle = make_queue("idle", paused=True)
     make_job(queue, "processing")

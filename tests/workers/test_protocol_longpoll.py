@@ -17,6 +17,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 URL = "/api/v1/workers"
 JOB_FIELDS = {
     "id", "job_type", "payload", "attempt", "lease_token", "lease_expires_at", "timeout_seconds",
+    "queue", "priority", "sub_priority", "created_at",
 }  # fmt: skip
 
 
@@ -47,6 +48,10 @@ def test_it_answers_at_once_with_the_jobs_already_pending(fleet, project):
     assert delivered["id"] == job
     assert (delivered["job_type"], delivered["payload"]) == ("emails.send", {"to": "a@b.c"})
     assert (delivered["attempt"], delivered["timeout_seconds"]) == (1, 90)
+    assert (delivered["queue"], delivered["priority"], delivered["sub_priority"]) == (
+        "default", stored.priority, stored.sub_priority,
+    )  # fmt: skip
+    assert delivered["created_at"] == stored.created_at.isoformat().replace("+00:00", "Z")
     assert delivered["lease_token"] == str(stored.lease_token)
     assert delivered["lease_expires_at"].endswith("Z")
     assert (stored.state, str(stored.worker_id), stored.attempts) == ("processing", worker, 1)

@@ -6,8 +6,9 @@
 -- Each queue is read once with LIMIT n; only jobs of the worker's types when it declared
 -- them (%(job_types)s NULL: any type).
 --
--- Index: job_claim_pending (queue_id, priority DESC, run_at, id) WHERE state = 'pending' is
--- exactly this ORDER BY, so the plan is an index scan stopped by LIMIT whatever the backlog.
+-- Index: job_claim_pending (queue_id, priority DESC, sub_priority DESC, run_at, id) WHERE
+-- state = 'pending' is exactly this ORDER BY, so the plan is an index scan stopped by LIMIT
+-- whatever the backlog.
 -- Concurrency: FOR UPDATE SKIP LOCKED lets any number of fetches (and web processes) claim at
 -- once without handing out a job twice. MATERIALIZED keeps the locking subquery an
 -- optimisation fence: without it the planner may re-run it per joined row and lock more than
@@ -32,7 +33,7 @@ locked AS MATERIALIZED (
         FROM jobs_job
         WHERE state = 'pending' AND queue_id = w.queue_id
             AND (%(job_types)s::text[] IS NULL OR job_type = ANY(%(job_types)s::text[]))
-        ORDER BY priority DESC, run_at, id
+        ORDER BY priority DESC, sub_priority DESC, run_at, id
         LIMIT w.n
         FOR UPDATE SKIP LOCKED
     ) AS j
@@ -51,7 +52,7 @@ claimed AS (
     WHERE job.id = ANY(ARRAY(SELECT id FROM locked))
     RETURNING job.id, job.organization_id, job.project_id, job.queue_id, job.job_type,
         job.payload, job.attempts, job.lease_token, job.lease_expires_at, job.timeout_seconds,
-        job.priority, job.run_at
+        job.priority, job.sub_priority, job.run_at, job.created_at
 ),
 spent AS (
     UPDATE queues_queue AS q
@@ -72,7 +73,10 @@ executions AS (
         '', now()
     FROM claimed
 )
-SELECT id, queue_id, job_type, payload, attempts, lease_token, lease_expires_at,
-    timeout_seconds
-FROM claimed
-ORDER BY priority DESC, run_at, id
+-- The job's queue name, priorities and creation time go with it: a handler may want them (the
+-- Django Tasks backend rebuilds its TaskResult from them) without asking for the job again.
+SELECT c.id, c.queue_id, c.job_type, c.payload, c.attempts, c.lease_token, c.lease_expires_at,
+    c.timeout_seconds, q.name, c.priority, c.sub_priority, c.created_at
+FROM claimed AS c
+JOIN queues_queue AS q ON q.id = c.queue_id
+ORDER BY c.priority DESC, c.sub_priority DESC, c.run_at, c.id

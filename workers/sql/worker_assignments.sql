@@ -10,9 +10,9 @@
 -- this one statement. The pending count stops at the cap, so its cost follows the free slots,
 -- not the backlog.
 -- Index: assignment worker_id foreign key index; job_claim_pending (queue_id, priority DESC,
--- run_at, id) WHERE state = 'pending' for the counts (a job type filter reads the index rows
--- in claim order and skips other types); job_worker_processing / job_worker_held_cancelled
--- (worker_id) for busy; the unique organization_id of billing_subscription.
+-- sub_priority DESC, run_at, id) WHERE state = 'pending' for the counts (a job type filter
+-- reads the index rows in claim order and skips other types); job_worker_processing /
+-- job_worker_held_cancelled (worker_id) for busy; the unique organization_id of billing_subscription.
 SELECT a.queue_id, a.weight, q.priority, q.max_concurrency,
     q.rate_limit_per_second IS NOT NULL AS rate_limited, q.organization_id, s.tier,
     s.limits::text AS limits,
@@ -26,7 +26,7 @@ SELECT a.queue_id, a.weight, q.priority, q.max_concurrency,
         -- one type in the statistics, another tenant's type looks rare, and the planner
         -- scans the whole table for it (140 ms a fetch). Jobs of other types are counted;
         -- the claim statement takes only the worker's types, and finds fewer.
-        ORDER BY j.priority DESC, j.run_at, j.id
+        ORDER BY j.priority DESC, j.sub_priority DESC, j.run_at, j.id
         LIMIT %(cap)s
     ) AS capped) AS available,
     (SELECT count(*) FROM jobs_job AS j

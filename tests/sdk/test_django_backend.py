@@ -14,6 +14,7 @@ from taskforge_client.django import (
     TaskForgeBackend,
     exception_path,
     install,
+    to_django_priority,
     to_taskforge_priority,
 )
 
@@ -53,6 +54,14 @@ def test_django_priorities_map_onto_zero_to_nine_with_the_default_at_five():
     ]  # fmt: skip
 
 
+def test_a_jobs_django_priority_is_its_sub_priority_or_its_buckets_lowest():
+    assert [to_django_priority(to_taskforge_priority(p), p) for p in (-100, -3, 0, 42, 100)] == [
+        -100, -3, 0, 42, 100,
+    ]  # fmt: skip
+    # Submitted without the backend (sub_priority 0 outside the job's bucket).
+    assert [to_django_priority(p, 0) for p in (0, 4, 6, 9)] == [-100, -20, 20, 80]
+
+
 def test_error_lines_name_their_exception_class():
     assert exception_path("ValueError: boom") == "builtins.ValueError"
     assert exception_path("myapp.errors.Oops: x: y") == "myapp.errors.Oops"
@@ -80,8 +89,9 @@ def test_enqueue_submits_a_job_named_after_the_task(backend):
     assert result.enqueued_at is not None
     job = Job.objects.all_tenants().get(pk=result.id)
     assert job.job_type == "tests.sdk.test_django_backend.multiply"
-    assert job.payload == {"args": [6], "kwargs": {"b": 7}}
-    assert job.priority == 8 and job.state == "scheduled" and job.run_at == when
+    assert job.payload == {"args": [6], "kwargs": {"b": 7}, "run_after": when.isoformat()}
+    assert (job.priority, job.sub_priority) == (8, 60)
+    assert job.state == "scheduled" and job.run_at == when
     assert job.queue.name == "default"
 
 

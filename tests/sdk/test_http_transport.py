@@ -74,23 +74,23 @@ def free_port():
 def test_requests_share_one_kept_alive_connection_and_send_the_key(server):
     client = TaskForge(server.url, "tf_secret")
     for _ in range(5):
-        client.get_job("abc")
+        client.get_job(JOB["id"])
     assert len(server.connections) == 1
     method, path, headers, _ = server.seen[0]
-    assert (method, path) == ("GET", "/api/v1/jobs/abc")
+    assert (method, path) == ("GET", f"/api/v1/jobs/{JOB['id']}")
     assert headers["Authorization"] == "Bearer tf_secret"
     assert headers["User-Agent"].startswith("taskforge-client/")
 
 
 def test_the_base_url_may_carry_the_api_prefix_or_not(server):
     for url in (server.url, server.url + "/api/v1", server.url + "/api/v1/"):
-        TaskForge(url, "k").get_job("abc")
-    assert [path for _, path, _, _ in server.seen] == ["/api/v1/jobs/abc"] * 3
+        TaskForge(url, "k").get_job(JOB["id"])
+    assert [path for _, path, _, _ in server.seen] == [f"/api/v1/jobs/{JOB['id']}"] * 3
 
 
 def test_a_connection_the_server_closed_while_idle_is_replaced_before_sending(server):
     client = TaskForge(server.url, "k", retry=RetryPolicy(attempts=1))
-    client.get_job("abc")
+    client.get_job(JOB["id"])
     server.connections[0].shutdown(socket.SHUT_RDWR)  # as a keep-alive timeout would
     time.sleep(0.05)
 
@@ -128,7 +128,7 @@ def test_a_port_nobody_listens_on_is_a_connect_failure_that_reads_retry(server):
 def test_each_thread_gets_its_own_connection(server):
     server.delay = 0.3
     client = TaskForge(server.url, "k")
-    threads = [threading.Thread(target=client.get_job, args=("abc",)) for _ in range(3)]
+    threads = [threading.Thread(target=client.get_job, args=(JOB["id"],)) for _ in range(3)]
     started = time.monotonic()
     for thread in threads:
         thread.start()
@@ -140,11 +140,11 @@ def test_each_thread_gets_its_own_connection(server):
 
 def test_close_closes_the_connections_and_a_later_request_opens_a_new_one(server):
     client = TaskForge(server.url, "k")
-    client.get_job("abc")
+    client.get_job(JOB["id"])
     assert not server.ended.wait(0.2)
     client.close()
     assert server.ended.wait(5)  # the server saw the end of the stream
-    client.get_job("abc")
+    client.get_job(JOB["id"])
     assert len(server.connections) == 2
 
 
@@ -159,8 +159,8 @@ def test_an_http_proxy_from_the_environment_gets_the_absolute_url(server, monkey
     monkeypatch.setenv("http_proxy", server.url)
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
-    TaskForge("http://taskforge.invalid", "k").get_job("abc")
-    assert server.seen[0][1] == "http://taskforge.invalid/api/v1/jobs/abc"
+    TaskForge("http://taskforge.invalid", "k").get_job(JOB["id"])
+    assert server.seen[0][1] == f"http://taskforge.invalid/api/v1/jobs/{JOB['id']}"
 
     monkeypatch.setenv("no_proxy", "localhost, .invalid")
     assert _proxy_for("http", "taskforge.invalid") is None

@@ -32,6 +32,7 @@ from taskforge_client import __version__
 from taskforge_client._http import ConnectFailed, HTTPFailure, Response, Transport
 from taskforge_client.errors import (
     EncodingError,
+    NotFound,
     RateLimited,
     TaskForgeError,
     TransportError,
@@ -121,6 +122,7 @@ class TaskForge:
         payload: Any = None,
         *,
         priority: int | None = None,
+        sub_priority: int | None = None,
         run_at: datetime | str | None = None,
         delay_seconds: float | None = None,
         idempotency_key: str | None = None,
@@ -136,12 +138,15 @@ class TaskForge:
         cannot create the job twice. Pass your own key to make separate calls idempotent.
         ``on_parent_failure`` is ``"cancel"`` (the server's default: a parent ending dead or
         cancelled cancels this job) or ``"run"`` (run it once the other parents are done).
+        ``priority`` is 0-9 (higher runs first); ``sub_priority`` (-100 to 100, default 0)
+        orders jobs of one priority, for a finer scale.
         """
         body = job_body(
             queue=queue,
             job_type=job_type,
             payload=payload,
             priority=priority,
+            sub_priority=sub_priority,
             run_at=run_at,
             delay_seconds=delay_seconds,
             idempotency_key=idempotency_key or str(uuid.uuid4()),
@@ -184,8 +189,12 @@ class TaskForge:
         data = self.request("POST", "/jobs/batch", json=body, idempotent=True)
         return str(data["batch_id"]), [Job.from_dict(job) for job in data["jobs"]]
 
-    def get_job(self, job_id: str | uuid.UUID) -> Job:
-        return Job.from_dict(self.request("GET", f"/jobs/{job_id}"))
+    def get_job(self, job_id: str | uuid.UUID, *, executions: bool = False) -> Job:
+        """The job; with ``executions``, its attempts too (``Job.executions``), in one request.
+
+        NotFound when there is no such job, or ``job_id`` is not a job id at all."""
+        params = {"expand": "executions"} if executions else None
+        return Job.from_dict(self.request("GET", f"/jobs/{_path_id(job_id, 'job')}", params=params))
 
     def wait(self, job_id: str | uuid.UUID, *, timeout: float = 60.0, poll: float = 0.5) -> Job:
         """Poll the job until it is succeeded, dead or cancelled; return it.
@@ -210,20 +219,24 @@ class TaskForge:
 
     def cancel(self, job_id: str | uuid.UUID) -> Job:
         """Cancel a job that has not finished (Conflict if it already has)."""
-        return Job.from_dict(self.request("POST", f"/jobs/{job_id}/cancel"))
+        return Job.from_dict(self.request("POST", f"/jobs/{_path_id(job_id, 'job')}/cancel"))
 
     def retry_job(self, job_id: str | uuid.UUID) -> Job:
         """Run a dead or cancelled job again, with its attempts reset."""
-        return Job.from_dict(self.request("POST", f"/jobs/{job_id}/retry"))
+        return Job.from_dict(self.request("POST", f"/jobs/{_path_id(job_id, 'job')}/retry"))
 
     def logs(self, job_id: str | uuid.UUID) -> list[dict[str, Any]]:
         """The job's log lines, oldest first: ``{id, execution_id, level, message, metadata}``."""
-        results: list[dict[str, Any]] = self.request("GET", f"/jobs/{job_id}/logs")["results"]
+        results: list[dict[str, Any]] = self.request(
+            "GET", f"/jobs/{_path_id(job_id, 'job')}/logs"
+        )["results"]
         return results
 
     def executions(self, job_id: str | uuid.UUID) -> list[dict[str, Any]]:
         """The job's attempts: ``{id, attempt, status, worker, error, started_at, finished_at}``."""
-        results: list[dict[str, Any]] = self.request("GET", f"/jobs/{job_id}/executions")["results"]
+        results: list[dict[str, Any]] = self.request(
+            "GET", f"/jobs/{_path_id(job_id, 'job')}/executions"
+        )["results"]
         return results
 
     # --- schedules ---------------------------------------------------------------------------
@@ -270,27 +283,36 @@ class TaskForge:
             params = {"limit": 500, "cursor": parse_qs(urlsplit(page["next"]).query)["cursor"][0]}
 
     def get_schedule(self, schedule_id: str | uuid.UUID) -> dict[str, Any]:
-        schedule: dict[str, Any] = self.request("GET", f"/schedules/{schedule_id}")
+        schedule: dict[str, Any] = self.request(
+            "GET", f"/schedules/{_path_id(schedule_id, 'schedule')}"
+        )
         return schedule
 
     def update_schedule(self, schedule_id: str | uuid.UUID, **changes: Any) -> dict[str, Any]:
         """Change a schedule: ``update_schedule(id, enabled=False)``, ``cron="0 * * * *"``…"""
         schedule: dict[str, Any] = self.request(
-            "PATCH", f"/schedules/{schedule_id}", json=changes, idempotent=True
+            "PATCH",
+            f"/schedules/{_path_id(schedule_id, 'schedule')}",
+            json=changes,
+            idempotent=True,
         )
         return schedule
 
     def delete_schedule(self, schedule_id: str | uuid.UUID) -> None:
-        self.request("DELETE", f"/schedules/{schedule_id}", idempotent=True)
+        self.request("DELETE", f"/schedules/{_path_id(schedule_id, 'schedule')}", idempotent=True)
 
     def preview_schedule(self, schedule_id: str | uuid.UUID, n: int = 5) -> list[datetime]:
         """The schedule's next ``n`` fire times (UTC, timezone-aware)."""
-        data = self.request("GET", f"/schedules/{schedule_id}/preview", params={"n": n})
+        data = self.request(
+            "GET", f"/schedules/{_path_id(schedule_id, 'schedule')}/preview", params={"n": n}
+        )
         return [datetime.fromisoformat(t.replace("Z", "+00:00")) for t in data["fire_times"]]
 
     def trigger_schedule(self, schedule_id: str | uuid.UUID) -> Job:
         """Enqueue one run of the schedule now; return its job."""
-        return Job.from_dict(self.request("POST", f"/schedules/{schedule_id}/trigger", json={}))
+        return Job.from_dict(
+            self.request("POST", f"/schedules/{_path_id(schedule_id, 'schedule')}/trigger", json={})
+        )
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -416,6 +438,7 @@ def job_body(
     job_type: str,
     payload: Any = None,
     priority: int | None = None,
+    sub_priority: int | None = None,
     run_at: datetime | str | None = None,
     delay_seconds: float | None = None,
     idempotency_key: str | None = None,
@@ -437,6 +460,7 @@ def job_body(
         "job_type": job_type,
         "payload": payload,
         "priority": priority,
+        "sub_priority": sub_priority,
         "run_at": run_at,
         "delay_seconds": delay_seconds,
         "idempotency_key": idempotency_key,
@@ -451,6 +475,20 @@ def job_body(
         "on_parent_failure": on_parent_failure,
     }
     return {name: value for name, value in fields.items() if value is not None}
+
+
+def _path_id(value: str | uuid.UUID | Job, what: str) -> str:
+    """An id as a URL path segment. TaskForge's ids are UUIDs: anything else (``"123"``,
+    ``"<id>/executions"``, ``"../queues"``) names no object, and put into the path it would
+    name another endpoint, so it is NotFound here, before any request."""
+    text = str(value.id if isinstance(value, Job) else value)
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise NotFound(
+            f"no {what} {text!r}: not a TaskForge id (a UUID)",
+            details={"id": text[:200]},
+        ) from None
 
 
 def _error_from(response: Response) -> TaskForgeError:

@@ -14,9 +14,11 @@ Works with Django 6's ``django.tasks`` and, on Django 5.2, the ``django-tasks`` 
 
 ``task.enqueue(*args, **kwargs)`` submits a job whose ``job_type`` is the task's import path
 (``myapp.tasks.send_welcome``), on the queue ``queue_name``, with payload
-``{"args": [...], "kwargs": {...}}``. Django's priority (-100..100) maps onto TaskForge's 0..9
-in buckets of 20, so Django's default 0 is TaskForge's default 5; ``run_after`` becomes
-``run_at``. ``get_result(id)`` reads the job (and its attempts) back.
+``{"args": [...], "kwargs": {...}}`` (and ``"run_after"`` when set). Django's priority
+(-100..100) becomes TaskForge's 0..9 in buckets of 20 (Django's default 0 is TaskForge's
+default 5) and, exactly, the job's ``sub_priority``, which orders jobs within a bucket: tasks
+run in Django's priority order. ``run_after`` becomes ``run_at``. ``get_result(id)`` reads the
+job and its attempts back in one request. docs/django-tasks.md has the whole mapping.
 
 To run the tasks, start a worker with Django configured::
 
@@ -28,9 +30,12 @@ its own is imported as a task path and run.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import threading
 import traceback
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.core import checks
@@ -39,7 +44,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from taskforge_client.client import TaskForge
-from taskforge_client.errors import NotFound
+from taskforge_client.errors import NotFound, ValidationError
 from taskforge_client.handlers import JobContext, PermanentError, Registry, registry
 from taskforge_client.jobs import Job, parse_time
 
@@ -47,7 +52,7 @@ if TYPE_CHECKING:
     from django_tasks import TaskContext, TaskResult, TaskResultStatus
     from django_tasks.backends.base import BaseTaskBackend
     from django_tasks.base import Task, TaskError
-    from django_tasks.exceptions import TaskResultDoesNotExist
+    from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
     from django_tasks.signals import task_enqueued, task_finished, task_started
     from typing_extensions import ParamSpec
 else:
@@ -55,25 +60,29 @@ else:
         from django.tasks import TaskContext, TaskResult, TaskResultStatus
         from django.tasks.backends.base import BaseTaskBackend
         from django.tasks.base import Task, TaskError
+        from django.tasks.exceptions import InvalidTask as InvalidTaskError
         from django.tasks.exceptions import TaskResultDoesNotExist
         from django.tasks.signals import task_enqueued, task_finished, task_started
     except ImportError:  # the backport
         from django_tasks import TaskContext, TaskResult, TaskResultStatus
         from django_tasks.backends.base import BaseTaskBackend
         from django_tasks.base import Task, TaskError
-        from django_tasks.exceptions import TaskResultDoesNotExist
+        from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
         from django_tasks.signals import task_enqueued, task_finished, task_started
     from typing import ParamSpec
 
 T = TypeVar("T")
 P = ParamSpec("P")
 
+# SUCCESSFUL in Django 6.0 and the backport this was written against; SUCCEEDED in later ones.
+SUCCEEDED = getattr(TaskResultStatus, "SUCCESSFUL", None) or TaskResultStatus["SUCCEEDED"]
+
 STATUSES = {
     "blocked": TaskResultStatus.READY,
     "scheduled": TaskResultStatus.READY,  # delayed, or waiting to retry
     "pending": TaskResultStatus.READY,
     "processing": TaskResultStatus.RUNNING,
-    "succeeded": TaskResultStatus.SUCCESSFUL,
+    "succeeded": SUCCEEDED,
     "dead": TaskResultStatus.FAILED,
     "cancelled": TaskResultStatus.FAILED,
 }
@@ -83,9 +92,22 @@ _EXCEPTION_PREFIX = re.compile(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)(?::|$)")
 UNKNOWN_EXCEPTION = "taskforge_client.errors.JobFailed"
 
 
+class TaskImportError(PermanentError, ImportError):
+    """The job names no importable Django task. An ImportError (the task's errors say so), and
+    a PermanentError: importing again will not help, so the job fails without a retry."""
+
+
 def to_taskforge_priority(priority: int) -> int:
     """Django's -100..100 onto TaskForge's 0..9: buckets of 20, with 0 (default) at 5."""
     return max(0, min(9, (priority + 100) // 20))
+
+
+def to_django_priority(priority: int, sub_priority: int) -> int:
+    """A job's Django priority. The backend submits it as the job's sub_priority (which orders
+    jobs within the 0-9 priority); a job submitted otherwise gets its bucket's lowest value."""
+    if to_taskforge_priority(sub_priority) == priority:
+        return sub_priority
+    return max(-100, min(100, priority * 20 - 100))
 
 
 def exception_path(error: str) -> str:
@@ -98,7 +120,12 @@ def exception_path(error: str) -> str:
 
 
 class TaskForgeBackend(BaseTaskBackend):
-    """Enqueue Django tasks as TaskForge jobs (OPTIONS: url, api_key, timeout)."""
+    """Enqueue Django tasks as TaskForge jobs.
+
+    OPTIONS: ``url`` and ``api_key`` (required), ``timeout`` (seconds per request, default 30)
+    and ``max_attempts`` (attempts per task before it is FAILED; default: the queue's, 5
+    unless configured on the server).
+    """
 
     supports_defer = True
     supports_async_task = True
@@ -111,6 +138,7 @@ class TaskForgeBackend(BaseTaskBackend):
         self.url: str | None = options.get("url")
         self.api_key: str | None = options.get("api_key")
         self.timeout = float(options.get("timeout", 30.0))
+        self.max_attempts: Any = options.get("max_attempts")
         self._client: TaskForge | None = None
         self._client_lock = threading.Lock()
 
@@ -152,35 +180,60 @@ class TaskForgeBackend(BaseTaskBackend):
             errors=[],
             worker_ids=[],
         )
-        job = self.client.submit(
-            task.queue_name,
-            task.module_path,
-            # TaskResult normalized the arguments to JSON types.
-            {"args": result.args, "kwargs": result.kwargs},
-            priority=to_taskforge_priority(task.priority),
-            run_at=task.run_after,
-        )
+        # TaskResult normalized the arguments to JSON types (TypeError if it could not).
+        payload: dict[str, Any] = {"args": result.args, "kwargs": result.kwargs}
+        if task.run_after is not None:
+            # Kept as given: the job's run_at moves on when an attempt is retried.
+            payload["run_after"] = task.run_after.isoformat()
+        try:
+            job = self.client.submit(
+                task.queue_name,
+                task.module_path,
+                payload,
+                priority=to_taskforge_priority(task.priority),
+                sub_priority=task.priority,
+                run_at=task.run_after,
+                max_attempts=self.max_attempts,
+            )
+        except ValidationError as exc:
+            if exc.details.get("field") == "queue":
+                raise InvalidTaskError(
+                    f"Queue {task.queue_name!r} does not exist on the TaskForge server "
+                    f"of backend {self.alias!r}: create it there first ({exc.message})"
+                ) from exc
+            raise
         object.__setattr__(result, "id", job.id)
         object.__setattr__(result, "enqueued_at", job.created_at)
         task_enqueued.send(type(self), task_result=result)
         return result
 
     def get_result(self, result_id: str) -> TaskResult[Any]:
-        """The job as a TaskResult; TaskResultDoesNotExist for an unknown id."""
+        """The job as a TaskResult, in one request; TaskResultDoesNotExist for an unknown id
+        (or one that is not a TaskForge id at all)."""
         try:
-            job = self.client.get_job(result_id)
+            job = self.client.get_job(result_id, executions=True)
         except NotFound:
             raise TaskResultDoesNotExist(result_id) from None
         return self._task_result(job)
 
     def _task_result(self, job: Job) -> TaskResult[Any]:
+        payload = job.payload if isinstance(job.payload, dict) else {}
         try:
-            task = load_task(job.job_type)
-        except PermanentError as exc:
+            task = replace(
+                load_task(job.job_type),
+                priority=to_django_priority(job.priority, job.sub_priority),
+                queue_name=job.queue,
+                run_after=parse_time(payload.get("run_after")),
+                backend=self.alias,
+            )
+        except (PermanentError, InvalidTaskError) as exc:
             raise TaskResultDoesNotExist(f"{job.id}: {exc}") from None
-        executions = self.client.executions(job.id) if job.attempts else []
+        executions = job.executions or ()
         errors = [
-            TaskError(exception_class_path=exception_path(e["error"]), traceback=e["error"])
+            TaskError(
+                exception_class_path=exception_path(e["error"]),
+                traceback=e.get("traceback") or e["error"],
+            )
             for e in executions
             if e.get("error")
         ]
@@ -188,7 +241,6 @@ class TaskForgeBackend(BaseTaskBackend):
         if status == TaskResultStatus.FAILED and not errors:
             reason = job.last_error or job.state
             errors.append(TaskError(exception_class_path=exception_path(reason), traceback=reason))
-        payload = job.payload if isinstance(job.payload, dict) else {}
         result: TaskResult[Any] = TaskResult(
             task=task,
             id=job.id,
@@ -203,7 +255,7 @@ class TaskForgeBackend(BaseTaskBackend):
             errors=errors,
             worker_ids=[str(e.get("worker") or "") for e in executions],
         )
-        if status == TaskResultStatus.SUCCESSFUL:
+        if status == SUCCEEDED:
             object.__setattr__(result, "_return_value", job.result)
         return result
 
@@ -217,31 +269,61 @@ class TaskForgeBackend(BaseTaskBackend):
                     id="taskforge_client.E001",
                 )
             )
+        attempts = self.max_attempts
+        if attempts is not None and (
+            isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 1000
+        ):
+            messages.append(
+                checks.Error(
+                    f"TASKS[{self.alias!r}]['OPTIONS']['max_attempts'] must be a whole number "
+                    f"from 1 to 1000, not {attempts!r}.",
+                    hint="Leave it out to use the queue's own max_attempts.",
+                    id="taskforge_client.E002",
+                )
+            )
         return messages
 
 
 def load_task(path: str) -> Task[Any, Any]:
-    """The Task object at ``path``; PermanentError when there is none (retrying won't help)."""
+    """The Task object at ``path``; a PermanentError when there is none (retrying won't help):
+    TaskImportError when nothing can be imported there."""
     try:
         found = import_string(path)
     except ImportError as exc:
-        raise PermanentError(f"no handler for job type {path!r}, nor a task there: {exc}") from None
+        raise TaskImportError(
+            f"no handler for job type {path!r}, nor a Django task there: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     if not isinstance(found, Task):
         raise PermanentError(f"{path} is not a Django task (decorate it with @task)")
     return found
 
 
 def run_task(ctx: JobContext, payload: Any) -> Any:
-    """Handler: run the Django task named by the job type with the payload's args/kwargs."""
+    """Handler: run the Django task named by the job type with the payload's args/kwargs.
+
+    The TaskResult that the signals and a ``takes_context`` task see is built from the job as
+    delivered (its id, queue, priority, run_after, enqueue time and attempt), without another
+    request. A return value that cannot be stored as JSON fails the task here, with json's own
+    TypeError, before ``task_finished`` reports it.
+    """
     task = load_task(ctx.job_type)
     payload = payload if isinstance(payload, dict) else {}
     args, kwargs = list(payload.get("args") or []), dict(payload.get("kwargs") or {})
+    # A queue or priority this process's settings refuse: run the task as imported.
+    with contextlib.suppress(InvalidTaskError):
+        task = replace(
+            task,
+            priority=to_django_priority(ctx.priority, ctx.sub_priority),
+            queue_name=ctx.queue or task.queue_name,
+            run_after=parse_time(payload.get("run_after")),
+        )
     now = timezone.now()
     result: TaskResult[Any] = TaskResult(
         task=task,
         id=ctx.job_id,
         status=TaskResultStatus.RUNNING,
-        enqueued_at=None,
+        enqueued_at=ctx.created_at,
         started_at=now,
         last_attempted_at=now,
         finished_at=None,
@@ -259,6 +341,8 @@ def run_task(ctx: JobContext, payload: Any) -> Any:
             value = task.call(TaskContext(task_result=result), *args, **kwargs)
         else:
             value = task.call(*args, **kwargs)
+        # As the worker will send it: what cannot be is this task's failure (TypeError).
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except BaseException as exc:
         error = TaskError(
             exception_class_path=f"{type(exc).__module__}.{type(exc).__qualname__}",
@@ -269,7 +353,7 @@ def run_task(ctx: JobContext, payload: Any) -> Any:
         raise
     else:
         object.__setattr__(result, "_return_value", value)
-        _finished(result, TaskResultStatus.SUCCESSFUL)
+        _finished(result, SUCCEEDED)
         return value
     finally:
         close_old_connections()

@@ -113,6 +113,11 @@ class AssignedJob:
     lease_token: str
     lease_expires_at: datetime | None
     timeout_seconds: int | None
+    # Where and how it was submitted (absent from servers before they sent them).
+    queue: str = ""
+    priority: int = 5
+    sub_priority: int = 0
+    created_at: datetime | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AssignedJob:
@@ -125,6 +130,10 @@ class AssignedJob:
             lease_token=str(data["lease_token"]),
             lease_expires_at=parse_time(data.get("lease_expires_at")),
             timeout_seconds=int(timeout) if timeout else None,
+            queue=str(data.get("queue") or ""),
+            priority=int(data.get("priority", 5)),
+            sub_priority=int(data.get("sub_priority") or 0),
+            created_at=parse_time(data.get("created_at")),
         )
 
 
@@ -155,6 +164,24 @@ class JobContext:
     def attempt(self) -> int:
         """1 on the first attempt, 2 on the first retry, …"""
         return self.job.attempt
+
+    @property
+    def queue(self) -> str:
+        return self.job.queue
+
+    @property
+    def priority(self) -> int:
+        """0-9, higher first; ``sub_priority`` (-100 to 100) orders jobs of one priority."""
+        return self.job.priority
+
+    @property
+    def sub_priority(self) -> int:
+        return self.job.sub_priority
+
+    @property
+    def created_at(self) -> datetime | None:
+        """When the job was submitted."""
+        return self.job.created_at
 
     @property
     def timeout_seconds(self) -> int | None:

@@ -35,6 +35,7 @@ class Job:
     state: str
     payload: Any = None
     priority: int = 5
+    sub_priority: int = 0
     attempts: int = 0
     max_attempts: int | None = None
     result: Any = None
@@ -46,6 +47,9 @@ class Job:
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # The attempts (``{id, attempt, status, worker, error, traceback, started_at,
+    # finished_at}``), when asked for: ``TaskForge.get_job(id, executions=True)``.
+    executions: tuple[dict[str, Any], ...] | None = field(default=None, compare=False)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -57,6 +61,7 @@ class Job:
             state=str(data["state"]),
             payload=data.get("payload"),
             priority=int(data.get("priority", 5)),
+            sub_priority=int(data.get("sub_priority") or 0),
             attempts=int(data.get("attempts", 0)),
             max_attempts=data.get("max_attempts"),
             result=data.get("result"),
@@ -68,6 +73,7 @@ class Job:
             created_at=parse_time(data.get("created_at")),
             started_at=parse_time(data.get("started_at")),
             finished_at=parse_time(data.get("finished_at")),
+            executions=tuple(data["executions"]) if "executions" in data else None,
             raw=data,
         )
 

@@ -127,13 +127,25 @@ class Outcome:
     result: Any = None
     error: str = ""
     retryable: bool = True
+    # The full traceback of a failure (error is its last line), kept on the attempt.
+    traceback: str = ""
 
     @classmethod
-    def failure(cls, error: str, *, retryable: bool) -> Outcome:
-        # The server refuses NUL characters and keeps 10,000 characters; a lone surrogate
-        # (from an exception's message, say) could not be sent at all, so it is spelled out.
-        error = error.replace("\x00", "").encode("utf-8", "backslashreplace").decode("utf-8")
-        return cls(False, error=error[:10_000], retryable=retryable)
+    def failure(cls, error: str, *, retryable: bool, traceback: str = "") -> Outcome:
+        return cls(
+            False,
+            error=_sendable(error, 10_000),
+            retryable=retryable,
+            traceback=_sendable(traceback, 65_536, keep="end"),
+        )
+
+
+def _sendable(text: str, limit: int, *, keep: str = "start") -> str:
+    """``text`` as the server takes it: no NUL, a lone surrogate (from an exception's message,
+    say, which could not be sent at all) spelled out, and within the server's length limit
+    (of a traceback, the end is kept: the exception itself and the innermost frames)."""
+    text = text.replace("\x00", "").encode("utf-8", "backslashreplace").decode("utf-8")
+    return text[:limit] if keep == "start" else text[-limit:]
 
 
 @dataclass(eq=False)
@@ -612,7 +624,7 @@ class Worker:
         trace = "".join(traceback.format_exception(exc))
         if not ctx.timed_out:
             ctx._add_line(summary, level="error", traceback=trace, retryable=retryable)
-        return Outcome.failure(summary, retryable=retryable)
+        return Outcome.failure(summary, retryable=retryable, traceback=trace)
 
     def _cancelled(self, ctx: JobContext, exc: JobCancelled) -> Outcome:
         if not ctx.cancelled:
@@ -935,4 +947,6 @@ def _result_item(entry: _Held) -> dict[str, Any]:
         item.update(status="succeeded", result=outcome.result)
     else:
         item.update(status="failed", error=outcome.error, retryable=outcome.retryable)
+        if outcome.traceback:
+            item["traceback"] = outcome.traceback
     return item

@@ -40,6 +40,7 @@ from jobs.serializers import (
     LogSerializer,
     batch_input,
     job_data,
+    job_detail_data,
     submit_input,
     submitted_job_data,
     submitted_jobs_data,
@@ -72,9 +73,9 @@ def _queue_names(project: Project) -> dict[Any, str]:
     return dict(Queue.objects.for_project(project).values_list("pk", "name"))
 
 
-def _get_job(request: Request, job_id: str) -> Job:
+def _get_job(request: Request, job_id: str, *, with_queue: bool = False) -> Job:
     try:
-        return services.get_job(project_of(request), job_id)
+        return services.get_job(project_of(request), job_id, with_queue=with_queue)
     except NotFound:
         note_cross_tenant_attempt(request, organization_of(request), Job, job_id)
         raise
@@ -205,9 +206,9 @@ class JobDetailApi(TenantAPIView):
         unknown = sorted(set(expand) - {"executions"})
         if unknown:
             raise field_error("expand", f"unknown value {unknown[0]!r}: only executions is")
-        job = _get_job(request, job_id)
+        job = _get_job(request, job_id, with_queue=True)
         prefetch_related_objects([job], "parent_edges", "child_edges")
-        data = JobDetailSerializer(job).data
+        data = job_detail_data(job)
         if expand:
             data["executions"] = _executions(request, job)
         return Response(data)

@@ -224,6 +224,22 @@ def _edge(job_id: Any, edge: JobDependency) -> dict[str, Any]:
     return {"job": str(job_id), "on_parent_failure": edge.on_parent_failure}
 
 
+def job_detail_data(job: Job) -> dict[str, Any]:
+    """JobDetailSerializer's output, built directly (job_data and the edges: a third of the
+    serializer's time). ``job`` comes with its queue and both edge sets prefetched.
+
+    tests/api/test_job_representation.py keeps the two identical.
+    """
+    parents, children = list(job.parent_edges.all()), list(job.child_edges.all())
+    return {
+        **job_data(job, job.queue.name),
+        "parents": [str(edge.parent_id) for edge in parents],
+        "children": [str(edge.child_id) for edge in children],
+        "parent_edges": [_edge(edge.parent_id, edge) for edge in parents],
+        "child_edges": [_edge(edge.child_id, edge) for edge in children],
+    }
+
+
 class ExecutionSerializer(serializers.ModelSerializer):
     worker = serializers.UUIDField(source="worker_id", allow_null=True)
 

@@ -11,10 +11,14 @@ from jobs.exceptions import JobNotFound
 from jobs.models import Job
 
 
-def get_job(project: Project, job_id: UUID | str) -> Job:
-    """The project's job with this id; a missing and a foreign job both raise JobNotFound."""
+def get_job(project: Project, job_id: UUID | str, *, with_queue: bool = False) -> Job:
+    """The project's job with this id (``with_queue``: its queue read in the same query); a
+    missing and a foreign job both raise JobNotFound."""
+    jobs = Job.objects.for_project(project)
+    if with_queue:
+        jobs = jobs.select_related("queue")
     try:
-        return Job.objects.for_project(project).get(pk=job_id)
+        return jobs.get(pk=job_id)
     except (Job.DoesNotExist, ValueError, ValidationError):
         raise JobNotFound(f"job {job_id} not found") from None
 

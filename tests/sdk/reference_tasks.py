@@ -1,5 +1,6 @@
-"""The tasks of the Django Tasks reference suites (django-tasks' and django-tasks-db's
-``tests/tasks.py``), plus a few to observe the worker, for tests/sdk/test_django_conformance.py.
+"""The tasks of the Django Tasks reference suites (the ``tasks.py`` of the test suites of
+RealOrangeOne/django-tasks and RealOrangeOne/django-tasks-db on GitHub), plus a few to observe
+the worker, for tests/sdk/test_django_conformance.py.
 
 Module level, so a worker imports them by path: in-process worker threads and the
 ``taskforge-worker`` subprocesses of the sample project (tests/sdk/sample_django) alike.

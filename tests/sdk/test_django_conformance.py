@@ -1,11 +1,12 @@
 """The Django Tasks backend against the behaviours of Django's reference suites.
 
-Each test names the reference test(s) it carries over: django-tasks ``tests/tests/
-test_tasks.py`` and django-tasks-db ``tests/tests.py`` (its database worker is the reference
-for what a worker records). Everything runs for real: the live server, workers of the SDK
-(threads here; ``taskforge-worker`` processes in test_django_worker_process.py), tasks from
-tests/sdk/reference_tasks.py. docs/django-tasks.md lists what does not apply to a remote
-backend and where TaskForge differs on purpose.
+Each test names the reference test(s) it carries over, from the test suites of
+RealOrangeOne/django-tasks (its ``test_tasks.py``) and RealOrangeOne/django-tasks-db (its
+``tests.py``, whose database worker is the reference for what a worker records). Everything
+runs for real: the live server, workers of the SDK (threads here; ``taskforge-worker``
+processes in test_django_worker_process.py), tasks from tests/sdk/reference_tasks.py.
+docs/django-tasks.md lists what does not apply to a remote backend and where TaskForge
+differs on purpose.
 """
 
 import asyncio

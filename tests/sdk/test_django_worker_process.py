@@ -1,6 +1,6 @@
 """Django tasks run by ``taskforge-worker`` processes (the sample project's settings): what
-the reference suites' worker-process tests check (django-tasks-db ``tests/tests.py``,
-DatabaseWorkerProcessTestCase), against the live server.
+the reference suites' worker-process tests check (RealOrangeOne/django-tasks-db, the
+DatabaseWorkerProcessTestCase of its ``tests.py``), against the live server.
 
 The tasks are tests/sdk/reference_tasks.py, enqueued here through the backend; the children
 import them by the same path.

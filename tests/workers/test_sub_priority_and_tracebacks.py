@@ -23,7 +23,7 @@ def claim_order(fleet, worker, count):
     return [job["id"] for job in response.json()["jobs"]]
 
 
-@pytest.mark.covers("jobs:create", "happy")
+@pytest.mark.covers("jobs:list", "happy")
 def test_jobs_of_one_priority_are_claimed_by_sub_priority_then_in_submit_order(fleet):
     worker = fleet.register(capacity=1)
     jobs = {
@@ -51,7 +51,7 @@ def _token(job_id):
     return str(Job.objects.all_tenants().get(pk=job_id).lease_token)
 
 
-@pytest.mark.covers("jobs:create", "happy")
+@pytest.mark.covers("jobs:list", "happy")
 def test_sub_priority_is_stored_returned_and_defaults_to_zero(fleet):
     response = fleet.jobs.post(
         f"{API}/jobs", {"queue": "default", "job_type": "t", "sub_priority": -100}, format="json"
@@ -73,7 +73,6 @@ def test_sub_priority_is_stored_returned_and_defaults_to_zero(fleet):
     assert detail.json()["sub_priority"] == 100
 
 
-@pytest.mark.covers("jobs:create", "validation")
 @pytest.mark.parametrize("value", [-101, 101, 1.5, "high", True, None])
 def test_a_sub_priority_out_of_range_or_not_an_integer_is_a_400(fleet, value):
     for url, body in (
@@ -128,7 +127,6 @@ def test_the_single_fail_endpoint_takes_a_traceback_too(fleet, project):
     assert JobExecution.objects.for_project(project).get(job_id=job["id"]).traceback == TRACE
 
 
-@pytest.mark.covers("workers:results", "validation")
 @pytest.mark.parametrize("traceback", ["a\x00b", "x" * 65_537, None])
 def test_a_traceback_with_nul_too_long_or_null_is_a_400_and_changes_nothing(
     fleet, project, traceback
@@ -164,7 +162,6 @@ def test_a_job_is_read_with_its_attempts_in_one_request(fleet):
     assert [(e["attempt"], e["status"], e["worker"]) for e in listed] == [(1, "failed", worker)]
 
 
-@pytest.mark.covers("jobs:detail", "validation")
 def test_an_unknown_expand_is_a_400_naming_it(fleet):
     job = fleet.submit()
     response = fleet.jobs.get(f"{API}/jobs/{job}", {"expand": "logs"})

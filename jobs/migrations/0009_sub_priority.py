@@ -4,7 +4,12 @@ The new claim index is built CONCURRENTLY under a temporary name before the old 
 claims always have an index in claim order; then it takes the old name back.
 """
 
-from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
+from django.contrib.postgres.operations import (
+    AddConstraintNotValid,
+    AddIndexConcurrently,
+    RemoveIndexConcurrently,
+    ValidateConstraint,
+)
 from django.db import migrations, models
 
 
@@ -23,13 +28,16 @@ class Migration(migrations.Migration):
             name="sub_priority",
             field=models.SmallIntegerField(default=0, db_default=0),
         ),
-        migrations.AddConstraint(
+        # NOT VALID, then validated: adding a checked constraint would hold an exclusive lock
+        # on jobs_job while it scans every row; validating takes a lock that lets jobs flow.
+        AddConstraintNotValid(
             model_name="job",
             constraint=models.CheckConstraint(
                 condition=models.Q(("sub_priority__gte", -100), ("sub_priority__lte", 100)),
                 name="job_sub_priority_range",
             ),
         ),
+        ValidateConstraint(model_name="job", name="job_sub_priority_range"),
         AddIndexConcurrently(
             model_name="job",
             index=models.Index(

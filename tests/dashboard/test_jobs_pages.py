@@ -670,6 +670,28 @@ def test_the_executions_region_lists_attempts_with_capped_logs(signed_in, member
     assert ExecutionLog.objects.for_org(project.organization).filter(job_id=job.pk).count() == 250
 
 
+@pytest.mark.covers("dashboard:job#executions", "happy")
+def test_the_executions_region_shows_a_failures_traceback_escaped(
+    signed_in, member, engine, project
+):
+    job, assigned = engine.start()
+    trace = (
+        "Traceback (most recent call last):\n"
+        '  File "/srv/app/billing.py", line 9, in charge\n'
+        "    raise CardDeclined('<b>402</b>')\n"
+        "billing.CardDeclined: <b>402</b>\n"
+    )
+    services.fail_job(
+        project, job.pk, lease_token=assigned.lease_token, error="billing.CardDeclined: 402",
+        retryable=False, traceback=trace,
+    )  # fmt: skip
+    region = htmx(signed_in(member), f"/jobs/{job.pk}?partial=executions")
+    content = region.content.decode()
+    assert "Traceback and logs" in text(region.content)
+    assert 'File "/srv/app/billing.py", line 9, in charge' in text(region.content)
+    assert "&lt;b&gt;402&lt;/b&gt;" in content and "<b>402</b>" not in content
+
+
 @pytest.mark.covers("dashboard:job#graph", "happy")
 def test_the_graph_region_shows_parents_children_and_batch(signed_in, member, engine, project):
     batch = services.submit_jobs(

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from taskforge_client import RetryPolicy, TaskForge, TransportError
-from taskforge_client._http import ConnectFailed, ReadTimeout, Transport, _proxy_for
+from taskforge_client._http import MAX_IDLE, ConnectFailed, Proxy, ReadTimeout, Transport, proxy_for
 
 JOB = {"id": "0190a000-0000-7000-8000-000000000001", "queue": "default", "job_type": "t",
        "state": "pending", "payload": {}, "priority": 5, "attempts": 0}  # fmt: skip
@@ -125,6 +125,40 @@ def test_a_port_nobody_listens_on_is_a_connect_failure_that_reads_retry(server):
     assert caught.value.status is None and len(sleeps) == 2
 
 
+def test_threads_one_after_another_reuse_one_connection(server):
+    client = TaskForge(server.url, "k")
+    for _ in range(5):
+        thread = threading.Thread(target=client.get_job, args=(JOB["id"],))
+        thread.start()
+        thread.join()
+    assert len(server.seen) == 5 and len(server.connections) == 1
+
+
+def test_at_most_max_idle_connections_are_kept(server):
+    server.delay = 0.3
+    client = TaskForge(server.url, "k")
+    threads = [
+        threading.Thread(target=client.get_job, args=(JOB["id"],)) for _ in range(MAX_IDLE + 3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(client._http._idle) == MAX_IDLE
+    client.close()
+    assert client._http._idle == []
+
+
+def test_a_path_http_cannot_send_is_a_value_error_not_a_retried_failure(server):
+    sleeps = []
+    client = TaskForge(server.url, "k", retry=RetryPolicy(attempts=3, sleep=sleeps.append))
+    with pytest.raises(ValueError, match=r"control characters|Invalid"):
+        client.request("GET", "/jobs/a b\r\nX: y")
+    assert sleeps == [] and server.seen == []
+    client.get_job(JOB["id"])  # the pool is not left with a half-sent request
+    assert len(server.seen) == 1
+
+
 def test_each_thread_gets_its_own_connection(server):
     server.delay = 0.3
     client = TaskForge(server.url, "k")
@@ -156,16 +190,21 @@ def test_query_parameters_are_encoded(server):
 
 
 def test_an_http_proxy_from_the_environment_gets_the_absolute_url(server, monkeypatch):
-    monkeypatch.setenv("http_proxy", server.url)
+    monkeypatch.setenv("http_proxy", server.url.replace("http://", "http://ada:s%40cret@"))
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
     TaskForge("http://taskforge.invalid", "k").get_job(JOB["id"])
-    assert server.seen[0][1] == f"http://taskforge.invalid/api/v1/jobs/{JOB['id']}"
+    _, path, headers, _ = server.seen[0]
+    assert path == f"http://taskforge.invalid/api/v1/jobs/{JOB['id']}"
+    assert headers["Proxy-Authorization"] == "Basic YWRhOnNAY3JldA=="  # ada:s@cret
 
-    monkeypatch.setenv("no_proxy", "localhost, .invalid")
-    assert _proxy_for("http", "taskforge.invalid") is None
-    assert _proxy_for("http", "invalid") is None
-    assert _proxy_for("http", "taskforge.example") == ("127.0.0.1", server.server_address[1])
+    monkeypatch.setenv("no_proxy", "localhost, .invalid, intranet:8080")
+    assert proxy_for("http", "taskforge.invalid") is None
+    assert proxy_for("http", "invalid") is None
+    assert proxy_for("http", "intranet") is None
+    assert proxy_for("http", "taskforge.example") == Proxy(
+        "127.0.0.1", server.server_address[1], "Basic YWRhOnNAY3JldA=="
+    )
     monkeypatch.setenv("https_proxy", "socks5://proxy:1080")
-    with pytest.raises(ValueError, match="only http:// proxies"):
-        _proxy_for("https", "elsewhere.example")
+    with pytest.raises(ValueError, match="takes http:// proxies"):
+        proxy_for("https", "elsewhere.example")

@@ -33,6 +33,7 @@ from taskforge_client.handlers import (
     PermanentError,
     Registry,
     handler,
+    permanent,
     registry,
 )
 from taskforge_client.jobs import Job
@@ -63,5 +64,6 @@ __all__ = [
     "Worker",
     "__version__",
     "handler",
+    "permanent",
     "registry",
 ]

@@ -86,6 +86,7 @@ class TaskForge:
     ``/api/v1`` is accepted). ``retry`` bounds the retries of transient failures
     (:class:`RetryPolicy`: tries, total seconds, backoff; ``NO_RETRIES`` for none). The client
     is thread-safe; close it, or use it as a context manager, to release its connections.
+    ``transport`` replaces the HTTP transport (tests): it sends its own headers, key included.
     """
 
     def __init__(

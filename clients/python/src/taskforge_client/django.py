@@ -45,7 +45,7 @@ from django.utils.module_loading import import_string
 
 from taskforge_client.client import TaskForge
 from taskforge_client.errors import NotFound, ValidationError
-from taskforge_client.handlers import JobContext, PermanentError, Registry, registry
+from taskforge_client.handlers import JobContext, PermanentError, Registry, permanent, registry
 from taskforge_client.jobs import Job, parse_time
 
 if TYPE_CHECKING:
@@ -341,8 +341,13 @@ def run_task(ctx: JobContext, payload: Any) -> Any:
             value = task.call(TaskContext(task_result=result), *args, **kwargs)
         else:
             value = task.call(*args, **kwargs)
-        # As the worker will send it: what cannot be is this task's failure (TypeError).
-        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        try:
+            # As the worker will send it. What cannot be is this task's failure, with json's
+            # own TypeError (or ValueError), and for good: running it again returns the same.
+            json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:  # ValueError: NaN, a lone surrogate
+            permanent(exc)
+            raise
     except BaseException as exc:
         error = TaskError(
             exception_class_path=f"{type(exc).__module__}.{type(exc).__qualname__}",

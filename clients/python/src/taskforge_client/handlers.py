@@ -55,6 +55,29 @@ class PermanentError(Exception):
     """Raise from a handler to fail the job without retrying it (it goes dead at once)."""
 
 
+def sendable(text: str) -> str:
+    """``text`` as the server takes it: no NUL (refused), and a lone surrogate (from an
+    exception's message, say: UTF-8 cannot send it) spelled out instead of failing the request."""
+    return text.replace("\x00", "").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+E = TypeVar("E", bound=BaseException)
+_PERMANENT = "_taskforge_permanent"
+
+
+def permanent(exc: E) -> E:
+    """Mark ``exc`` so that, raised from a handler, it fails the job for good (as
+    PermanentError does) while keeping its own class: ``raise permanent(ValueError("no such
+    user"))``. Returns ``exc``."""
+    setattr(exc, _PERMANENT, True)
+    return exc
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether retrying cannot help: a PermanentError, or an exception marked permanent()."""
+    return isinstance(exc, PermanentError) or getattr(exc, _PERMANENT, False) is True
+
+
 class Registry:
     """Handlers by job type, and an optional fallback for job types without their own."""
 
@@ -235,10 +258,7 @@ class JobContext:
             raise ValueError(
                 f"unknown log level {level!r}; use one of {sorted(LOG_LEVELS)}"
             ) from None
-        # No NUL (the server refuses it) and no lone surrogate (UTF-8 cannot send it): the
-        # line is kept, with such a character spelled out.
-        text = str(message).replace("\x00", "").encode("utf-8", "backslashreplace").decode()
-        entry: dict[str, Any] = {"level": server_level, "message": text}
+        entry: dict[str, Any] = {"level": server_level, "message": sendable(str(message))}
         if metadata:
             entry["metadata"] = json.loads(json.dumps(metadata, default=str))
         job_logger.log(python_level, "[%s %s] %s", self.job_type, self.job_id, message)

@@ -89,9 +89,10 @@ from taskforge_client.handlers import (
     H,
     Handler,
     JobContext,
-    PermanentError,
     Registry,
+    is_permanent,
     registry,
+    sendable,
 )
 
 logger = logging.getLogger("taskforge_client.worker")
@@ -115,6 +116,8 @@ SHUTDOWN_BUSY_TRIES = 20
 # After a fetch that brought jobs, the heartbeat that acknowledges them goes out this soon (and
 # no sooner after the previous heartbeat): well within the server's acknowledgement timeout.
 ACK_HEARTBEAT_SECONDS = 0.5
+# How long a drain waits for a fetch in flight to bring the jobs it claimed.
+DRAIN_FETCH_WAIT_SECONDS = 5.0
 # The error a cancelled job is reported with (the server answers "conflict": not stored).
 CANCELLED_ERROR = "cancelled while running"
 
@@ -132,20 +135,14 @@ class Outcome:
 
     @classmethod
     def failure(cls, error: str, *, retryable: bool, traceback: str = "") -> Outcome:
+        # Within the server's limits; of a traceback the end is kept: the exception itself
+        # and the innermost frames.
         return cls(
             False,
-            error=_sendable(error, 10_000),
+            error=sendable(error)[:10_000],
             retryable=retryable,
-            traceback=_sendable(traceback, 65_536, keep="end"),
+            traceback=sendable(traceback)[-65_536:],
         )
-
-
-def _sendable(text: str, limit: int, *, keep: str = "start") -> str:
-    """``text`` as the server takes it: no NUL, a lone surrogate (from an exception's message,
-    say, which could not be sent at all) spelled out, and within the server's length limit
-    (of a traceback, the end is kept: the exception itself and the innermost frames)."""
-    text = text.replace("\x00", "").encode("utf-8", "backslashreplace").decode("utf-8")
-    return text[:limit] if keep == "start" else text[-limit:]
 
 
 @dataclass(eq=False)
@@ -412,6 +409,12 @@ class Worker:
         # waiting for us on the server: what we hold is all there is to finish.
         self._quietly("drain", "POST", f"/workers/{worker_id}/drain")
         with self._lock:
+            # A fetch in flight may bring jobs the server claimed for us before the drain:
+            # they are ours to run (dropped, each would lose an attempt). The drain answers
+            # a waiting long-poll at once; if the server is unreachable, give up after a while.
+            deadline = time.monotonic() + DRAIN_FETCH_WAIT_SECONDS
+            while self._fetch_in_flight and (left := deadline - time.monotonic()) > 0:
+                self._lock.wait(left)
             while self._busy:
                 self._lock.wait()
             self._closed = True
@@ -511,12 +514,14 @@ class Worker:
                     logger.warning("fetching jobs failed (%s); retrying in %.1fs", exc, delay)
                     self._stop_requested.wait(delay)
             finally:
+                # Handed over while the fetch still counts as in flight: a drain waits for it.
+                self._hand_over(jobs)
                 with self._lock:
                     self._fetch_in_flight = False
+                    self._lock.notify_all()
                     close = self._run_finished and self._owns_client
                 if close:
                     self.client.close()
-            self._hand_over(jobs)
 
     def _gather_free_slots(self) -> None:
         """With most slots busy, wait a moment (FETCH_GATHER_SECONDS at most) for a few more
@@ -595,10 +600,8 @@ class Worker:
             result = self._call(handler, ctx, job.payload)
         except JobCancelled as exc:
             outcome = self._cancelled(ctx, exc)
-        except PermanentError as exc:
-            outcome = self._failed(ctx, exc, retryable=False)
         except BaseException as exc:  # even SystemExit or KeyboardInterrupt: a failed attempt
-            outcome = self._failed(ctx, exc, retryable=True)
+            outcome = self._failed(ctx, exc, retryable=not is_permanent(exc))
         else:
             try:
                 # Encoded as the results request will encode it: a result that cannot be
@@ -621,9 +624,10 @@ class Worker:
 
     def _failed(self, ctx: JobContext, exc: BaseException, *, retryable: bool) -> Outcome:
         summary = describe_exception(exc)
-        trace = "".join(traceback.format_exception(exc))
         if not ctx.timed_out:
-            ctx._add_line(summary, level="error", traceback=trace, retryable=retryable)
+            ctx._add_line(summary, level="error", retryable=retryable)
+        # The traceback goes with the result, kept on the attempt (not in the log line too).
+        trace = "".join(traceback.format_exception(exc))
         return Outcome.failure(summary, retryable=retryable, traceback=trace)
 
     def _cancelled(self, ctx: JobContext, exc: JobCancelled) -> Outcome:

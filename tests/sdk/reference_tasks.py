@@ -110,3 +110,11 @@ def describe_context(context):
 def not_a_task(marker):
     """A plain function: a job naming it must fail without it running."""
     Path(marker).write_text("ran")
+
+
+@task(takes_context=True)
+def slow_first_attempt(context, seconds):
+    """Sleeps on its first attempt only: the attempt a killed worker leaves behind."""
+    if context.attempt == 1:
+        time.sleep(seconds)
+    return context.attempt

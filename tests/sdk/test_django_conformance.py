@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django_tasks import TaskResultStatus, task_backends
 from django_tasks.exceptions import (
+    InvalidTaskBackendError,
     InvalidTaskError,
     TaskResultDoesNotExist,
     TaskResultMismatch,
@@ -211,6 +212,18 @@ def test_priorities_keep_djangos_range_and_exact_value(backend):
         assert backend.get_result(result.id).task.priority == priority
 
 
+def test_using_makes_new_equal_tasks_and_the_backend_keeps_its_alias_and_options(backend):
+    # test_using_creates_new_instance, test_chained_using, test_using_correct_backend
+    first = tasks.noop_task.using(priority=10)
+    chained = first.using(queue_name="idle")
+    assert first == tasks.noop_task.using(priority=10) and first is not tasks.noop_task.using()
+    assert (chained.priority, chained.queue_name) == (10, "idle")
+    with pytest.raises(InvalidTaskBackendError):
+        tasks.noop_task.using(backend="unknown")
+    assert backend.alias == "default" and task_backends["other"].alias == "other"
+    assert {key.lower() for key in backend.options} == {"url", "api_key", "max_attempts"}
+
+
 def test_enqueue_logs_exactly_one_django_tasks_record(backend, caplog):
     # test_enqueue_logs
     with caplog.at_level(logging.DEBUG, logger="django_tasks"):
@@ -263,6 +276,14 @@ def test_a_task_run_by_a_worker_reads_back_finished(worker):
         assert done.last_attempted_at == done.started_at
         assert done.attempts == 1 and done.worker_ids == [worker.worker_id]
         assert done.errors == []
+
+
+def test_a_batch_of_tasks_ends_three_successful_one_failed(worker):
+    # test_batch_processes_all_tasks
+    results = [tasks.noop_task.enqueue() for _ in range(3)]
+    results.append(tasks.failing_task_value_error.enqueue())
+    finish(*results)
+    assert [r.status for r in results] == [SUCCESSFUL] * 3 + [FAILED]
 
 
 def test_a_failing_task_records_its_whole_traceback(worker):

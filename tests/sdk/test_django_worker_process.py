@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 
 import pytest
 from django_tasks import TaskResultStatus, task_backends
@@ -114,6 +115,51 @@ def test_a_second_ctrl_c_exits_at_once_and_the_lease_brings_the_task_back(backen
     assert job.state == "processing" and job.lease_expires_at is not None
     result.refresh()
     assert result.status == TaskResultStatus.RUNNING and len(result.worker_ids) == 1
+
+
+def test_the_worker_logs_each_tasks_start_and_end(backend, start_worker):
+    # test_verbose_logging: django_tasks' own log lines, through taskforge-worker's logging
+    good = tasks.noop_task.enqueue()
+    bad = tasks.failing_task_value_error.enqueue()
+    worker = start_worker("verbose")
+    wait_for(lambda: state(good) == "succeeded" and state(bad) == "dead", message="both tasks")
+    worker.terminate()
+    output, _ = worker.communicate(timeout=30)
+    path = "tests.sdk.reference_tasks"
+    for line in (
+        f"Task id={good.id} path={path}.noop_task state=RUNNING",
+        f"Task id={good.id} path={path}.noop_task state=SUCCESSFUL",
+        f"Task id={bad.id} path={path}.failing_task_value_error state=FAILED",
+    ):
+        assert line in output, output
+    assert "ValueError: This task failed due to ValueError" in output
+
+
+def test_a_killed_worker_s_task_runs_again_once_its_lease_ends(settings, sdk_server, start_worker):
+    # test_kill: the reference leaves the task RUNNING for ever; a lease brings it back.
+    settings.TASKFORGE_LEASE_SECONDS = 2
+    settings.TASKS = {
+        "default": {
+            "BACKEND": "taskforge_client.django.TaskForgeBackend",
+            "OPTIONS": {"url": sdk_server.url, "api_key": sdk_server.key, "max_attempts": 2},
+        }
+    }
+    try:
+        result = tasks.slow_first_attempt.enqueue(60)
+        first = start_worker("doomed")
+        wait_for(lambda: state(result) == "processing", message="the first attempt")
+        first.kill()
+        assert exits(first, within=5) == -signal.SIGKILL
+        second = start_worker("successor")
+        wait_for(lambda: state(result) == "succeeded", timeout=60, message="the second attempt")
+        second.terminate()
+        result.refresh()
+        assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 2
+        assert result.attempts == 2 and len(result.errors) == 1
+        names = dict(Worker.objects.all_tenants().values_list("pk", "name"))
+        assert names.get(uuid.UUID(result.worker_ids[1])) == "successor"
+    finally:
+        task_backends["default"].close()
 
 
 def test_several_workers_run_each_task_once(backend, start_worker):

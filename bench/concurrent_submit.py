@@ -32,8 +32,14 @@ import httpx
 from taskforge_client import TaskForge, TaskForgeError
 
 import bench  # noqa: F401 - configures Django before the app imports
-from bench.common import children, cpu_seconds, emit, fresh_database, percentiles
-from bench.e2e import _healthy, free_port, server_env, start, start_web, stop, tenant, wait_until
+from bench.common import children, cpu_seconds, emit, percentiles
+from bench.e2e import (
+    _healthy,
+    serve,
+    start,
+    stop,
+    wait_until,
+)
 from jobs.models import Job
 
 WARMUP_PER_CLIENT = 20
@@ -104,12 +110,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    fresh_database()
-    key = tenant()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = server_env()
-    web = start_web(port, env)
+    url, key, env, web = serve()
     procs = [web, start([sys.executable, "manage.py", "rundispatcher"], env)]
     try:
         probe = httpx.Client(base_url=url, timeout=10)

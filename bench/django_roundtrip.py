@@ -28,8 +28,8 @@ from pathlib import Path
 import httpx
 
 import bench  # noqa: F401 - configures Django before the app imports
-from bench.common import ROOT, emit, fresh_database, percentiles
-from bench.e2e import free_port, server_env, start, start_web, stop, tenant, wait_until
+from bench.common import ROOT, emit, percentiles
+from bench.e2e import serve, start, stop, wait_until
 
 
 def main() -> None:
@@ -40,12 +40,7 @@ def main() -> None:
     parser.add_argument("--poll-ms", type=float, default=2.0)
     args = parser.parse_args()
 
-    fresh_database()
-    key = tenant()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = server_env()
-    web = start_web(port, env)
+    url, key, env, web = serve()
     worker_env = {
         **env,
         "DJANGO_SETTINGS_MODULE": "bench.django_settings",

@@ -76,6 +76,16 @@ def start_web(port: int, env: dict[str, str], *extra: str) -> subprocess.Popen[b
     )  # fmt: skip
 
 
+def serve() -> tuple[str, str, dict[str, str], subprocess.Popen[bytes]]:
+    """A fresh benchmark database with one tenant, and gunicorn as production runs it on it:
+    (url, the tenant's API key, the server's environment, the gunicorn process)."""
+    fresh_database()
+    key = tenant()
+    port = free_port()
+    env = server_env()
+    return f"http://127.0.0.1:{port}", key, env, start_web(port, env)
+
+
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
         if proc.poll() is None:
@@ -141,15 +151,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100)
     args = parser.parse_args()
 
-    fresh_database()
-    key = tenant()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = server_env()
+    url, key, env, web = serve()
     records_file = Path(tempfile.mkdtemp()) / "records.txt"
     worker_env = {**env, "TASKFORGE_BENCH_RECORDS": str(records_file), "PYTHONPATH": str(ROOT)}
     bin_dir = Path(sys.executable).parent
-    web = start_web(port, env)
     dispatcher = start([sys.executable, "manage.py", "rundispatcher"], env)
     procs = [web, dispatcher]
     workers: list[subprocess.Popen[bytes]] = []

@@ -32,16 +32,15 @@ from pathlib import Path
 import httpx
 
 import bench  # noqa: F401 - configures Django before the app imports
-from bench.common import ROOT, emit, fresh_database, percentiles
+from bench.common import ROOT, emit, percentiles
 from bench.e2e import (
     _healthy,
     free_port,
     records,
-    server_env,
+    serve,
     start,
     start_web,
     stop,
-    tenant,
     wait_until,
 )
 from jobs.models import Job, JobState
@@ -66,18 +65,11 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    fresh_database()
-    key = tenant()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = server_env()
+    url, key, env, web = serve()
     records_file = Path(tempfile.mkdtemp()) / "records.txt"
     worker_env = {**env, "TASKFORGE_BENCH_RECORDS": str(records_file), "PYTHONPATH": str(ROOT)}
     bin_dir = Path(sys.executable).parent
-    procs = [
-        start_web(port, env),
-        start([sys.executable, "manage.py", "rundispatcher"], env),
-    ]
+    procs = [web, start([sys.executable, "manage.py", "rundispatcher"], env)]
     worker_url = url
     if args.worker_server:
         worker_port = free_port()

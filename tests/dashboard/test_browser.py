@@ -244,6 +244,14 @@ def test_open_a_dead_job_and_read_its_error_and_logs(open_session, org, project,
         lease_token=assigned.lease_token,
         error="CardDeclined: 402",
         retryable=False,
+        traceback=(
+            "Traceback (most recent call last):\n"
+            '  File "/srv/shop/billing/charge.py", line 41, in charge\n'
+            "    response = gateway.capture(order.total, card=order.card_token)\n"
+            '  File "/srv/shop/billing/gateway.py", line 118, in capture\n'
+            "    raise CardDeclined(response.status)\n"
+            "billing.gateway.CardDeclined: 402\n"
+        ),
     )
     member = person(org, Role.MEMBER)
     session = open_session()
@@ -258,6 +266,7 @@ def test_open_a_dead_job_and_read_its_error_and_logs(open_session, org, project,
     if logs.get_attribute("open") is None:
         logs.locator("summary").click()
     assert "gateway said: insufficient funds" in logs.inner_text()
+    assert 'File "/srv/shop/billing/gateway.py", line 118' in logs.inner_text()
     session.shot("job-dead")
 
 

@@ -670,6 +670,14 @@ def test_the_executions_region_lists_attempts_with_capped_logs(signed_in, member
     assert ExecutionLog.objects.for_org(project.organization).filter(job_id=job.pk).count() == 250
 
 
+def test_the_job_page_shows_a_sub_priority_when_there_is_one(signed_in, member, engine):
+    plain = engine.submit(priority=5)
+    ordered = engine.submit(priority=7, sub_priority=-40)
+    client = signed_in(member)
+    assert "sub-priority" not in text(client.get(f"/jobs/{plain.pk}").content)
+    assert "7 (sub-priority -40)" in text(client.get(f"/jobs/{ordered.pk}").content)
+
+
 @pytest.mark.covers("dashboard:job#executions", "happy")
 def test_the_executions_region_shows_a_failures_traceback_escaped(
     signed_in, member, engine, project

@@ -12,9 +12,9 @@ jittered poll interval, or not at all when a step hit its batch limit.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -303,8 +303,11 @@ class Dispatcher:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.stopping:
             # Second signal: give up at once. An open transaction is rolled back by the server.
-            signal.signal(signum, signal.SIG_DFL)
-            sys.exit(1)
+            # os._exit, not sys.exit: SystemExit raised inside a query can be swallowed by the
+            # driver's own error handling (seen when SIGINT and SIGTERM arrive together: Python
+            # runs SIGINT's handler first, then SIGTERM's lands mid-query).
+            logger.warning("received %s again: exiting at once", signal.Signals(signum).name)
+            os._exit(1)
         logger.info(
             "received %s: finishing the current step, then stopping", signal.Signals(signum).name
         )

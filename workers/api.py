@@ -28,7 +28,7 @@ from accounts.api_base import (
     project_of,
 )
 from jobs.models import Job, JobState
-from jobs.services import BUSY, AssignedJob, Outcome, ResultItem, report_results
+from jobs.services import BUSY, AssignedJob, Outcome, report_results
 from taskforge.lib.errors import NotFound, ValidationFailed
 from taskforge.lib.pagination import paginate
 from taskforge.lib.serializers import page_of
@@ -45,6 +45,7 @@ from workers.serializers import (
     ResultsResponseSerializer,
     ResultsSerializer,
     WorkerSerializer,
+    results_input,
 )
 
 WORKER_SCOPES = {"read": "workers", "write": "workers"}
@@ -323,20 +324,7 @@ class WorkerResultsApi(TenantAPIView):
     )
     def post(self, request: Request, worker_id: str) -> Response:
         worker = _worker(request, worker_id)
-        serializer = ResultsSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        items = [
-            ResultItem(
-                job_id=item["job_id"],
-                lease_token=item["lease_token"],
-                succeeded=item["status"] == "succeeded",
-                result=item["result"],
-                error=item["error"],
-                traceback=item["traceback"],
-                retryable=item["retryable"],
-            )
-            for item in serializer.validated_data["results"]
-        ]
+        items = results_input(request.data)
         outcomes = report_results(project_of(request), items, worker_id=worker.pk)
         return Response(
             {"results": [_outcome(item.job_id, outcomes[item.job_id]) for item in items]}

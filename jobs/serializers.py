@@ -17,7 +17,13 @@ from jobs.models import ExecutionLog, Job, JobDependency, JobExecution, JobState
 from jobs.services import listing
 from jobs.services.submit import Submitted, SubmittedJob
 from jobs.specs import JobSpec, check_batch_size
-from taskforge.lib.serializers import BoundedListField, StrictSerializer
+from taskforge.lib.serializers import (
+    BoundedListField,
+    NotPlain,
+    StrictSerializer,
+    plain_text,
+    plain_uuid,
+)
 
 
 class AwareDateTimeField(serializers.DateTimeField):
@@ -425,32 +431,13 @@ def job_data(job: Job | SubmittedJob, queue_name: str) -> dict[str, Any]:
 # (tests/api/test_submit_validation_parity.py compares the two on a corpus of bodies).
 
 
-class _NotPlain(Exception):
-    """The fast path gives the body to the serializers."""
-
-
-def _plain_text(value: Any, max_length: int) -> str:
-    """A CharField (trimmed, not blank) for a str: NUL and lone surrogates are refused."""
-    if type(value) is not str:
-        raise _NotPlain
-    value = value.strip()
-    if not value or len(value) > max_length or "\x00" in value:
-        raise _NotPlain
-    if not value.isascii():
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            raise _NotPlain from None
-    return value
-
-
 def _plain_optional_text(value: Any, max_length: int) -> str | None:
-    return None if value is None else _plain_text(value, max_length)
+    return None if value is None else plain_text(value, max_length)
 
 
 def _plain_int(value: Any, low: int, high: int) -> int:
     if type(value) is not int or not low <= value <= high:
-        raise _NotPlain
+        raise NotPlain
     return value
 
 
@@ -460,34 +447,27 @@ def _plain_optional_int(value: Any, low: int, high: int) -> int | None:
 
 def _plain_texts(value: Any, max_items: int, max_length: int) -> list[str]:
     if type(value) is not list or len(value) > max_items:
-        raise _NotPlain
-    return [_plain_text(item, max_length) for item in value]
+        raise NotPlain
+    return [plain_text(item, max_length) for item in value]
 
 
 def _plain_uuids(value: Any) -> list[UUID]:
     if type(value) is not list or len(value) > limits.PARENT_LIST_PARSE_CAP:
-        raise _NotPlain
-    try:
-        return [UUID(item) if type(item) is str else _not_plain() for item in value]
-    except ValueError:
-        raise _NotPlain from None
-
-
-def _not_plain() -> Any:
-    raise _NotPlain
+        raise NotPlain
+    return [plain_uuid(item) for item in value]
 
 
 def _plain_delay(value: Any) -> float | None:
     if value is None:
         return None
     if type(value) is not int and type(value) is not float:
-        raise _NotPlain
+        raise NotPlain
     try:
         delay = float(value)
     except OverflowError:
-        raise _NotPlain from None
+        raise NotPlain from None
     if not math.isfinite(delay) or not 0 <= delay <= limits.DELAY_SECONDS_MAX:
-        raise _NotPlain
+        raise NotPlain
     return delay
 
 
@@ -500,27 +480,27 @@ def _plain_run_at(value: Any) -> datetime | None:
     try:
         parsed: datetime = _RUN_AT.run_validation(value)
     except serializers.ValidationError:
-        raise _NotPlain from None
+        raise NotPlain from None
     return parsed
 
 
 def _plain_payload(value: Any) -> Any:
     if value is None:  # "may not be null"
-        raise _NotPlain
+        raise NotPlain
     return value
 
 
 def _plain_on_parent_failure(value: Any) -> str:
     if type(value) is not str or value not in _PARENT_FAILURES:
-        raise _NotPlain
+        raise NotPlain
     return value
 
 
 _PARENT_FAILURES = frozenset(ParentFailure.values)
 # Each field's check, for a value present in the body.
 _PLAIN: dict[str, Any] = {
-    "queue": lambda v: _plain_text(v, limits.QUEUE_NAME_MAX_LENGTH),
-    "job_type": lambda v: _plain_text(v, limits.JOB_TYPE_MAX_LENGTH),
+    "queue": lambda v: plain_text(v, limits.QUEUE_NAME_MAX_LENGTH),
+    "job_type": lambda v: plain_text(v, limits.JOB_TYPE_MAX_LENGTH),
     "payload": _plain_payload,
     "priority": lambda v: _plain_int(v, limits.PRIORITY_MIN, limits.PRIORITY_MAX),
     "sub_priority": lambda v: _plain_int(v, limits.SUB_PRIORITY_MIN, limits.SUB_PRIORITY_MAX),
@@ -572,17 +552,17 @@ _FIELDS_OF_A_BATCH = frozenset({"jobs", "on_complete", "on_success"})
 
 def _plain_spec(data: Any, shape: _Shape) -> JobSpec:
     """A job as the serializer of ``shape`` would validate it, when every value is plain;
-    else _NotPlain."""
+    else NotPlain."""
     if type(data) is not dict or "queue" not in data or "job_type" not in data:
-        raise _NotPlain
+        raise NotPlain
     values: dict[str, Any] = {name: [] for name in shape.empty_lists}
     fields = shape.fields
     for name, value in data.items():
         if name not in fields:
-            raise _NotPlain
+            raise NotPlain
         values[name] = _PLAIN[name](value)
     if values.get("run_at") is not None and values.get("delay_seconds") is not None:
-        raise _NotPlain  # "give run_at or delay_seconds, not both"
+        raise NotPlain  # "give run_at or delay_seconds, not both"
     return JobSpec(**values)
 
 
@@ -590,7 +570,7 @@ def plain_submit(data: Any) -> JobSpec | None:
     """The JobSpec of a POST /jobs body whose values are all plain, else None."""
     try:
         return _plain_spec(data, _SUBMIT)
-    except _NotPlain:
+    except NotPlain:
         return None
 
 
@@ -599,7 +579,7 @@ def plain_batch(data: Any) -> tuple[list[JobSpec], dict[str, JobSpec | None]] | 
     not checked), else None."""
     try:
         return _plain_batch(data)
-    except _NotPlain:
+    except NotPlain:
         return None
 
 
@@ -628,10 +608,10 @@ def batch_input(data: Any) -> tuple[list[JobSpec], dict[str, JobSpec | None]]:
 
 def _plain_batch(data: Any) -> tuple[list[JobSpec], dict[str, JobSpec | None]]:
     if type(data) is not dict or not data.keys() <= _FIELDS_OF_A_BATCH:
-        raise _NotPlain
+        raise NotPlain
     items = data.get("jobs")
     if type(items) is not list or not items:
-        raise _NotPlain
+        raise NotPlain
     specs = [_plain_spec(item, _BATCH_ITEM) for item in items]
     callbacks = {}
     for name in ("on_complete", "on_success"):

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID
 
 from rest_framework import serializers
 
 from jobs.limits import ERROR_MAX_LENGTH, JOB_TYPE_MAX_LENGTH, TRACEBACK_MAX_LENGTH
 from jobs.services import ResultItem
-from taskforge.lib.serializers import BoundedListField, StrictCharField, StrictSerializer
+from taskforge.lib.serializers import (
+    BoundedListField,
+    NotPlain,
+    StrictCharField,
+    StrictSerializer,
+    plain_text,
+    plain_uuid,
+)
 from workers.models import Worker, WorkerType
 from workers.services import MAX_JOB_TYPES, QueueWeight
 
@@ -149,6 +155,21 @@ class ResultItemSerializer(StrictSerializer):
 class ResultsSerializer(StrictSerializer):
     results = ResultItemSerializer(many=True, allow_empty=False, max_length=1000)  # type: ignore[call-arg]
 
+    def to_items(self) -> list[ResultItem]:
+        """The validated results (after is_valid())."""
+        return [
+            ResultItem(
+                job_id=item["job_id"],
+                lease_token=item["lease_token"],
+                succeeded=item["status"] == "succeeded",
+                result=item["result"],
+                error=item["error"],
+                traceback=item["traceback"],
+                retryable=item["retryable"],
+            )
+            for item in self.validated_data["results"]
+        ]
+
 
 # --- POST /workers/{id}/results: the fast path -------------------------------------------------
 #
@@ -170,22 +191,7 @@ def results_input(data: Any) -> list[ResultItem]:
         return items
     serializer = ResultsSerializer(data=data)
     serializer.is_valid(raise_exception=True)
-    return [
-        ResultItem(
-            job_id=item["job_id"],
-            lease_token=item["lease_token"],
-            succeeded=item["status"] == "succeeded",
-            result=item["result"],
-            error=item["error"],
-            traceback=item["traceback"],
-            retryable=item["retryable"],
-        )
-        for item in serializer.validated_data["results"]
-    ]
-
-
-class _NotPlain(Exception):
-    """The fast path gives the body to the serializer."""
+    return serializer.to_items()
 
 
 def plain_results(data: Any) -> list[ResultItem] | None:
@@ -197,54 +203,31 @@ def plain_results(data: Any) -> list[ResultItem] | None:
         return None
     try:
         return [_plain_result(item) for item in items]
-    except _NotPlain:
+    except NotPlain:
         return None
 
 
 def _plain_result(item: Any) -> ResultItem:
     if type(item) is not dict or not item.keys() <= RESULT_FIELDS:
-        raise _NotPlain
+        raise NotPlain
     status = item.get("status")
     retryable = item.get("retryable", True)
     if type(status) is not str or status not in ("succeeded", "failed"):
-        raise _NotPlain
+        raise NotPlain
     if type(retryable) is not bool:
-        raise _NotPlain
+        raise NotPlain
     return ResultItem(
-        job_id=_plain_uuid(item.get("job_id")),
-        lease_token=_plain_uuid(item.get("lease_token")),
+        job_id=plain_uuid(item.get("job_id")),
+        lease_token=plain_uuid(item.get("lease_token")),
         succeeded=status == "succeeded",
         result=item.get("result"),
         # CharField trims error (then checks its length); not traceback (trim_whitespace off).
-        error=_plain_text(item.get("error", ""), ERROR_MAX_LENGTH, trim=True),
-        traceback=_plain_text(item.get("traceback", ""), TRACEBACK_MAX_LENGTH, trim=False),
+        error=plain_text(item.get("error", ""), ERROR_MAX_LENGTH, blank=True),
+        traceback=plain_text(
+            item.get("traceback", ""), TRACEBACK_MAX_LENGTH, trim=False, blank=True
+        ),
         retryable=retryable,
     )
-
-
-def _plain_uuid(value: Any) -> UUID:
-    if type(value) is not str:
-        raise _NotPlain
-    try:
-        return UUID(value)
-    except ValueError:
-        raise _NotPlain from None
-
-
-def _plain_text(value: Any, max_length: int, *, trim: bool) -> str:
-    """A blank-allowed CharField for a str; NUL and lone surrogates go to the serializer."""
-    if type(value) is not str:
-        raise _NotPlain
-    if trim:
-        value = value.strip()
-    if len(value) > max_length or "\x00" in value:
-        raise _NotPlain
-    if not value.isascii():
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            raise _NotPlain from None
-    return value
 
 
 class ResultOutcomeSerializer(serializers.Serializer[Any]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from rest_framework import serializers
 
@@ -75,3 +76,40 @@ class BoundedListField(serializers.ListField):
         if self.max_length is not None and isinstance(data, list) and len(data) > self.max_length:
             self.fail("max_length", max_length=self.max_length)
         return super().to_internal_value(data)
+
+
+# --- Fast paths ---------------------------------------------------------------------------------
+# Endpoints that take many items (POST /jobs/batch, POST /workers/{id}/results) check a body
+# whose values are in the plain form the JSON parser hands over with the functions below,
+# exactly as the serializer's fields would, and give any other body to the serializer.
+
+
+class NotPlain(Exception):
+    """A value the fast path leaves to the serializer (valid or not)."""
+
+
+def plain_text(value: Any, max_length: int, *, trim: bool = True, blank: bool = False) -> str:
+    """What a CharField (``trim_whitespace=trim``, ``allow_blank=blank``) makes of a str; any
+    other value, and a NUL or a lone surrogate (which the field refuses), is NotPlain."""
+    if type(value) is not str:
+        raise NotPlain
+    if trim:
+        value = value.strip()
+    if (not value and not blank) or len(value) > max_length or "\x00" in value:
+        raise NotPlain
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise NotPlain from None
+    return value
+
+
+def plain_uuid(value: Any) -> UUID:
+    """What a UUIDField makes of a str; any other value is NotPlain."""
+    if type(value) is not str:
+        raise NotPlain
+    try:
+        return UUID(value)
+    except ValueError:
+        raise NotPlain from None

@@ -78,20 +78,7 @@ def bodies(draw: Any) -> Any:
 
 def serializer_items(body: Any) -> list[ResultItem] | None:
     serializer = ResultsSerializer(data=body)
-    if not serializer.is_valid():
-        return None
-    return [
-        ResultItem(
-            job_id=item["job_id"],
-            lease_token=item["lease_token"],
-            succeeded=item["status"] == "succeeded",
-            result=item["result"],
-            error=item["error"],
-            traceback=item["traceback"],
-            retryable=item["retryable"],
-        )
-        for item in serializer.validated_data["results"]
-    ]
+    return serializer.to_items() if serializer.is_valid() else None
 
 
 def typed(items: list[ResultItem]) -> list[list[tuple[type, Any]]]:

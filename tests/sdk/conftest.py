@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connections
@@ -35,6 +36,16 @@ class Server:
 
     def client(self, **options) -> TaskForge:
         return TaskForge(self.url, self.key, **options)
+
+    def tasks_setting(self, **options: Any) -> dict[str, Any]:
+        """A TASKS setting: TaskForgeBackend on this server as the default Tasks backend, with
+        ``options`` beside its url and key."""
+        return {
+            "default": {
+                "BACKEND": "taskforge_client.django.TaskForgeBackend",
+                "OPTIONS": {"url": self.url, "api_key": self.key, **options},
+            }
+        }
 
     def worker(self, **options) -> Worker:
         options.setdefault("poll_wait", POLL_WAIT)

@@ -242,14 +242,8 @@ def test_options_are_checked_and_max_attempts_honoured(settings, sdk_server):
         "tf", {"OPTIONS": {"url": "http://x", "api_key": "k", "max_attempts": 0}}
     )
     assert [m.id for m in wrong.check()] == ["taskforge_client.E002"]
-    configured = {"url": sdk_server.url, "api_key": sdk_server.key}
     for options, expected in (({}, 5), ({"max_attempts": 3}, 3)):
-        settings.TASKS = {
-            "default": {
-                "BACKEND": "taskforge_client.django.TaskForgeBackend",
-                "OPTIONS": {**configured, **options},
-            }
-        }
+        settings.TASKS = sdk_server.tasks_setting(**options)
         try:
             assert task_backends["default"].check() == []
             assert job_of(tasks.noop_task.enqueue()).max_attempts == expected
@@ -474,12 +468,7 @@ def test_a_failing_task_is_retried_up_to_max_attempts_keeping_each_error(
     # Not in the references (their worker never retries): each attempt's error is kept.
     queue.backoff_base_seconds = 0.05
     queue.save()
-    settings.TASKS = {
-        "default": {
-            "BACKEND": "taskforge_client.django.TaskForgeBackend",
-            "OPTIONS": {"url": sdk_server.url, "api_key": sdk_server.key, "max_attempts": 2},
-        }
-    }
+    settings.TASKS = sdk_server.tasks_setting(max_attempts=2)
     try:
         started = sdk_server.worker(name="retrying")
         install(started.registry)

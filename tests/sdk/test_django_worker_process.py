@@ -26,12 +26,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def backend(settings, sdk_server):
-    settings.TASKS = {
-        "default": {
-            "BACKEND": "taskforge_client.django.TaskForgeBackend",
-            "OPTIONS": {"url": sdk_server.url, "api_key": sdk_server.key, "max_attempts": 1},
-        }
-    }
+    settings.TASKS = sdk_server.tasks_setting(max_attempts=1)
     yield task_backends["default"]
     task_backends["default"].close()
 
@@ -138,12 +133,7 @@ def test_the_worker_logs_each_tasks_start_and_end(backend, start_worker):
 def test_a_killed_worker_s_task_runs_again_once_its_lease_ends(settings, sdk_server, start_worker):
     # test_kill: the reference leaves the task RUNNING for ever; a lease brings it back.
     settings.TASKFORGE_LEASE_SECONDS = 2
-    settings.TASKS = {
-        "default": {
-            "BACKEND": "taskforge_client.django.TaskForgeBackend",
-            "OPTIONS": {"url": sdk_server.url, "api_key": sdk_server.key, "max_attempts": 2},
-        }
-    }
+    settings.TASKS = sdk_server.tasks_setting(max_attempts=2)
     try:
         result = tasks.slow_first_attempt.enqueue(60)
         first = start_worker("doomed")

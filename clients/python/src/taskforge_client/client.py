@@ -195,7 +195,7 @@ class TaskForge:
 
         NotFound when there is no such job, or ``job_id`` is not a job id at all."""
         params = {"expand": "executions"} if executions else None
-        return Job.from_dict(self.request("GET", f"/jobs/{_path_id(job_id, 'job')}", params=params))
+        return Job.from_dict(self.request("GET", _job_path(job_id), params=params))
 
     def wait(self, job_id: str | uuid.UUID, *, timeout: float = 60.0, poll: float = 0.5) -> Job:
         """Poll the job until it is succeeded, dead or cancelled; return it.
@@ -220,24 +220,22 @@ class TaskForge:
 
     def cancel(self, job_id: str | uuid.UUID) -> Job:
         """Cancel a job that has not finished (Conflict if it already has)."""
-        return Job.from_dict(self.request("POST", f"/jobs/{_path_id(job_id, 'job')}/cancel"))
+        return Job.from_dict(self.request("POST", _job_path(job_id, "/cancel")))
 
     def retry_job(self, job_id: str | uuid.UUID) -> Job:
         """Run a dead or cancelled job again, with its attempts reset."""
-        return Job.from_dict(self.request("POST", f"/jobs/{_path_id(job_id, 'job')}/retry"))
+        return Job.from_dict(self.request("POST", _job_path(job_id, "/retry")))
 
     def logs(self, job_id: str | uuid.UUID) -> list[dict[str, Any]]:
         """The job's log lines, oldest first: ``{id, execution_id, level, message, metadata}``."""
-        results: list[dict[str, Any]] = self.request(
-            "GET", f"/jobs/{_path_id(job_id, 'job')}/logs"
-        )["results"]
+        results: list[dict[str, Any]] = self.request("GET", _job_path(job_id, "/logs"))["results"]
         return results
 
     def executions(self, job_id: str | uuid.UUID) -> list[dict[str, Any]]:
-        """The job's attempts: ``{id, attempt, status, worker, error, started_at, finished_at}``."""
-        results: list[dict[str, Any]] = self.request(
-            "GET", f"/jobs/{_path_id(job_id, 'job')}/executions"
-        )["results"]
+        """The job's attempts: ``{id, attempt, status, worker, error, traceback, started_at,
+        finished_at}``."""
+        page = self.request("GET", _job_path(job_id, "/executions"))
+        results: list[dict[str, Any]] = page["results"]
         return results
 
     # --- schedules ---------------------------------------------------------------------------
@@ -284,36 +282,30 @@ class TaskForge:
             params = {"limit": 500, "cursor": parse_qs(urlsplit(page["next"]).query)["cursor"][0]}
 
     def get_schedule(self, schedule_id: str | uuid.UUID) -> dict[str, Any]:
-        schedule: dict[str, Any] = self.request(
-            "GET", f"/schedules/{_path_id(schedule_id, 'schedule')}"
-        )
+        schedule: dict[str, Any] = self.request("GET", _schedule_path(schedule_id))
         return schedule
 
     def update_schedule(self, schedule_id: str | uuid.UUID, **changes: Any) -> dict[str, Any]:
         """Change a schedule: ``update_schedule(id, enabled=False)``, ``cron="0 * * * *"``…"""
         schedule: dict[str, Any] = self.request(
             "PATCH",
-            f"/schedules/{_path_id(schedule_id, 'schedule')}",
+            _schedule_path(schedule_id),
             json=changes,
             idempotent=True,
         )
         return schedule
 
     def delete_schedule(self, schedule_id: str | uuid.UUID) -> None:
-        self.request("DELETE", f"/schedules/{_path_id(schedule_id, 'schedule')}", idempotent=True)
+        self.request("DELETE", _schedule_path(schedule_id), idempotent=True)
 
     def preview_schedule(self, schedule_id: str | uuid.UUID, n: int = 5) -> list[datetime]:
         """The schedule's next ``n`` fire times (UTC, timezone-aware)."""
-        data = self.request(
-            "GET", f"/schedules/{_path_id(schedule_id, 'schedule')}/preview", params={"n": n}
-        )
+        data = self.request("GET", _schedule_path(schedule_id, "/preview"), params={"n": n})
         return [datetime.fromisoformat(t.replace("Z", "+00:00")) for t in data["fire_times"]]
 
     def trigger_schedule(self, schedule_id: str | uuid.UUID) -> Job:
         """Enqueue one run of the schedule now; return its job."""
-        return Job.from_dict(
-            self.request("POST", f"/schedules/{_path_id(schedule_id, 'schedule')}/trigger", json={})
-        )
+        return Job.from_dict(self.request("POST", _schedule_path(schedule_id, "/trigger"), json={}))
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -476,6 +468,14 @@ def job_body(
         "on_parent_failure": on_parent_failure,
     }
     return {name: value for name, value in fields.items() if value is not None}
+
+
+def _job_path(job_id: str | uuid.UUID | Job, action: str = "") -> str:
+    return f"/jobs/{_path_id(job_id, 'job')}{action}"
+
+
+def _schedule_path(schedule_id: str | uuid.UUID, action: str = "") -> str:
+    return f"/schedules/{_path_id(schedule_id, 'schedule')}{action}"
 
 
 def _path_id(value: str | uuid.UUID | Job, what: str) -> str:

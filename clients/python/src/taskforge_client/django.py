@@ -219,11 +219,12 @@ class TaskForgeBackend(BaseTaskBackend):
     def _task_result(self, job: Job) -> TaskResult[Any]:
         payload = job.payload if isinstance(job.payload, dict) else {}
         try:
-            task = replace(
+            task = as_enqueued(
                 load_task(job.job_type),
-                priority=to_django_priority(job.priority, job.sub_priority),
-                queue_name=job.queue,
-                run_after=parse_time(payload.get("run_after")),
+                priority=job.priority,
+                sub_priority=job.sub_priority,
+                queue=job.queue,
+                payload=payload,
                 backend=self.alias,
             )
         except (PermanentError, InvalidTaskError) as exc:
@@ -284,6 +285,26 @@ class TaskForgeBackend(BaseTaskBackend):
         return messages
 
 
+def as_enqueued(
+    task: Task[Any, Any],
+    *,
+    priority: int,
+    sub_priority: int,
+    queue: str,
+    payload: dict[str, Any],
+    **changes: Any,
+) -> Task[Any, Any]:
+    """``task`` as a job says it was enqueued: its Django priority, its queue and run_after
+    (InvalidTaskError when this backend's settings refuse them)."""
+    return replace(
+        task,
+        priority=to_django_priority(priority, sub_priority),
+        queue_name=queue or task.queue_name,
+        run_after=parse_time(payload.get("run_after")),
+        **changes,
+    )
+
+
 def load_task(path: str) -> Task[Any, Any]:
     """The Task object at ``path``; a PermanentError when there is none (retrying won't help):
     TaskImportError when nothing can be imported there."""
@@ -312,11 +333,12 @@ def run_task(ctx: JobContext, payload: Any) -> Any:
     args, kwargs = list(payload.get("args") or []), dict(payload.get("kwargs") or {})
     # A queue or priority this process's settings refuse: run the task as imported.
     with contextlib.suppress(InvalidTaskError):
-        task = replace(
+        task = as_enqueued(
             task,
-            priority=to_django_priority(ctx.priority, ctx.sub_priority),
-            queue_name=ctx.queue or task.queue_name,
-            run_after=parse_time(payload.get("run_after")),
+            priority=ctx.priority,
+            sub_priority=ctx.sub_priority,
+            queue=ctx.queue,
+            payload=payload,
         )
     now = timezone.now()
     result: TaskResult[Any] = TaskResult(
